@@ -1,0 +1,68 @@
+"""The ``alter`` command: add, change or delete a node's attributes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from takler.core.bunch import Bunch
+from takler.core.errors import InvalidValueError
+from takler.core.node import Node
+
+_KINDS = ("variable", "meter", "event", "label", "limit", "trigger", "complete")
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise InvalidValueError(f"{what} must be an integer")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidValueError(f"{what} must be an integer, not {value!r}") from None
+
+
+def alter(bunch: Bunch, node: Node, args: dict[str, Any]) -> None:
+    """Apply one ``alter`` request to ``node``.
+
+    Raises:
+        InvalidValueError: unknown action or kind, or a bad value (nothing changed).
+    """
+    action = args.get("action", "change")
+    kind = args.get("kind")
+    name = args.get("name")
+    value = args.get("value")
+    if action not in ("add", "change", "delete"):
+        raise InvalidValueError(f"alter: action must be add, change or delete, not {action!r}")
+    if kind not in _KINDS:
+        raise InvalidValueError(f"alter: kind must be one of {', '.join(_KINDS)}, not {kind!r}")
+    if kind in ("trigger", "complete"):
+        if action == "delete":
+            node.replace_expression(kind, None)
+        else:
+            if not isinstance(value, str):
+                raise InvalidValueError(f"alter {kind}: value must be an expression")
+            node.replace_expression(kind, value)
+        return
+    if not isinstance(name, str) or not name:
+        raise InvalidValueError(f"alter {kind}: a name is needed")
+    if kind == "variable":
+        if action == "delete":
+            node.delete_parameter(name)
+        elif action == "add" and name in node.parameters:
+            raise InvalidValueError(f"{node.node_path}: variable {name} exists (use change)")
+        else:
+            if value is None or isinstance(value, dict | list):
+                raise InvalidValueError(f"alter variable {name}: value must be a string or number")
+            node.set_parameter(name, value)
+        return
+    if action != "change":
+        raise InvalidValueError(f"alter {kind}: only change is supported (define {kind}s in the flow)")
+    if kind == "meter":
+        node.set_meter(name, _int(value, f"meter {name}"))
+    elif kind == "event":
+        if isinstance(value, str):
+            value = value.lower() not in ("clear", "0", "false", "")
+        node.set_event(name, bool(value))
+    elif kind == "label":
+        node.set_label(name, "" if value is None else str(value))
+    elif kind == "limit":
+        node.set_limit_max(name, _int(value, f"limit {name}"))

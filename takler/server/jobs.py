@@ -1,0 +1,254 @@
+"""Jobs: rendering a task's script, submitting it, watching it to the end.
+
+Each submitted job gets one watcher task with its own cancel scope. The
+submission (new try number and password) is durable before the job starts,
+so a crash can never make a try run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from takler.core import ops
+from takler.core.errors import TaklerError
+from takler.core.node import Task
+from takler.core.params import variables_for_job
+from takler.core.status import NodeStatus
+from takler.runners.base import JobExit, JobHandle, JobSpec, Runner
+
+log = logging.getLogger("takler.jobs")
+
+_RUNNING = (NodeStatus.submitted, NodeStatus.active)
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def handle_to_data(handle: JobHandle) -> dict[str, Any]:
+    return {
+        "runner": handle.runner,
+        "rid": handle.rid,
+        "started": handle.started,
+        "extra": dict(handle.extra),
+    }
+
+
+def handle_from_data(data: Mapping[str, Any]) -> JobHandle:
+    return JobHandle(
+        runner=str(data["runner"]),
+        rid=str(data["rid"]),
+        started=data.get("started"),
+        extra={str(k): str(v) for k, v in (data.get("extra") or {}).items()},
+    )
+
+
+def render_task(task: Task, variables: Mapping[str, str], bin_dir: Path) -> tuple[str, Path, Path]:
+    """Render the task's script into job text. Returns (text, job file, job output).
+
+    Raises:
+        TaklerError: a missing script, an undefined variable, a bad include.
+    """
+    from takler.runners.slurm import slurm_directives
+    from takler.tasks.render import render_job
+
+    script = Path(variables.get("TAKLER_SCRIPT", ""))
+    header: list[str] = []
+    if variables.get("TAKLER_RUNNER", "local") == "slurm":
+        header += slurm_directives(variables)
+    header.append(f'export PATH="{bin_dir}:$PATH"')
+    ecf = _ecf_script(task, variables, script)
+    if ecf is not None:
+        from takler.ecflow.preprocess import preprocess_ecf
+
+        includes = [Path(p) for p in variables.get("ECF_INCLUDE", "").split(":") if p]
+        home = variables.get("ECF_HOME") or variables.get("TAKLER_HOME")
+        text = preprocess_ecf(ecf, variables, includes, Path(home) if home else None)
+        text = _insert_header(text, header)
+    else:
+        includes = [Path(p) for p in variables.get("TAKLER_INCLUDE", "").split(":") if p]
+        text = render_job(script, variables, includes, header)
+    return text, Path(variables["TAKLER_JOB"]), Path(variables["TAKLER_JOBOUT"])
+
+
+def _ecf_script(task: Task, variables: Mapping[str, str], script: Path) -> Path | None:
+    if script.suffix == ".ecf":
+        return script
+    if script.exists() or not any(k.startswith("ECF_") for k in variables):
+        return None
+    from takler.ecflow.preprocess import find_ecf_script
+
+    return find_ecf_script(task.node_path, variables)
+
+
+def _insert_header(text: str, header: list[str]) -> str:
+    lines = text.split("\n")
+    at = 1 if lines and lines[0].startswith("#!") else 0
+    return "\n".join(lines[:at] + header + lines[at:])
+
+
+@attrs.define
+class JobWatch:
+    """A running job as the server sees it."""
+
+    task_path: str
+    tryno: int
+    handle: JobHandle | None = None
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    killing: bool = False
+
+
+class Jobs:
+    """Starts and watches every job of the server.
+
+    Args:
+        runners: runner name -> runner.
+        commit: the server's commit (durable, then published).
+        bin_dir: folder put first on jobs' PATH (takler's ``ecflow_client``).
+        history: callbacks to record submissions and their ends.
+    """
+
+    def __init__(
+        self,
+        runners: Mapping[str, Runner],
+        commit: Callable[[], Awaitable[None]],
+        bin_dir: Path,
+        on_history: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.runners = runners
+        self._commit = commit
+        self._bin_dir = bin_dir
+        self._on_history = on_history or (lambda event, data: None)
+        self.watches: dict[str, JobWatch] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def start(self, task: Task) -> None:
+        """Start the job of a task whose submission is committed."""
+        assert self._nursery is not None, "Jobs.run must be started first"
+        watch = JobWatch(task.node_path, task.tryno)
+        old = self.watches.get(task.node_path)
+        if old is not None:
+            old.scope.cancel()
+        self.watches[task.node_path] = watch
+        self._nursery.start_soon(self._lifecycle, task, watch)
+
+    def adopt(self, task: Task) -> None:
+        """Watch again a job started by an earlier server (restart)."""
+        assert self._nursery is not None, "Jobs.run must be started first"
+        watch = JobWatch(task.node_path, task.tryno)
+        if task.job is not None:
+            watch.handle = handle_from_data(task.job)
+        self.watches[task.node_path] = watch
+        self._nursery.start_soon(self._adopted, task, watch)
+
+    async def kill(self, task: Task) -> bool:
+        """Kill the task's current job. Returns False when none is known."""
+        watch = self.watches.get(task.node_path)
+        if watch is None or watch.handle is None:
+            return False
+        watch.killing = True
+        runner = self.runners[watch.handle.runner]
+        await runner.kill(watch.handle)
+        return True
+
+    def _current(self, task: Task, watch: JobWatch) -> bool:
+        return (
+            self.watches.get(watch.task_path) is watch
+            and task.tryno == watch.tryno
+            and task.status in _RUNNING
+        )
+
+    async def _lifecycle(self, task: Task, watch: JobWatch) -> None:
+        with watch.scope:
+            try:
+                handle = await self._submit(task, watch)
+            except TaklerError as e:
+                if self._current(task, watch):
+                    log.warning("%s: submission failed: %s", task.node_path, e)
+                    self._on_history("end", {"path": task.node_path, "tryno": watch.tryno,
+                                             "exit": "submit_failed", "reason": str(e)})  # fmt: skip
+                    ops.abort(task, f"submission failed: {e}")
+                    await self._commit()
+                self._forget(watch)
+                return
+            await self._watch(task, watch, handle)
+
+    async def _submit(self, task: Task, watch: JobWatch) -> JobHandle:
+        variables = variables_for_job(task)
+        runner_name = variables.get("TAKLER_RUNNER", "local")
+        runner = self.runners.get(runner_name)
+        if runner is None:
+            from takler.runners.base import SubmitError
+
+            raise SubmitError(f"unknown runner {runner_name!r} (TAKLER_RUNNER)")
+        text, job_file, job_out = render_task(task, variables, self._bin_dir)
+        try:
+            await trio.to_thread.run_sync(_write_job, text, job_file)
+        except OSError as e:
+            from takler.runners.base import SubmitError
+
+            raise SubmitError(f"cannot write job file {job_file}: {e.strerror or e}") from None
+        spec = JobSpec(task.node_path, job_file, job_out, watch.tryno, variables)
+        handle = await runner.submit(spec)
+        watch.handle = handle
+        data = handle_to_data(handle)
+        self._on_history("submit", {"path": task.node_path, "tryno": watch.tryno,
+                                    "runner": handle.runner, "rid": handle.rid})  # fmt: skip
+        if self._current(task, watch):
+            ops.record_job(task, handle.rid, data)
+            await self._commit()
+        log.info("%s: submitted try %d (%s %s)", task.node_path, watch.tryno, handle.runner, handle.rid)
+        return handle
+
+    async def _adopted(self, task: Task, watch: JobWatch) -> None:
+        with watch.scope:
+            if watch.handle is None:
+                if self._current(task, watch):
+                    ops.abort(task, "the server stopped before the job was started")
+                    await self._commit()
+                self._forget(watch)
+                return
+            log.info("%s: re-adopting job %s (%s)", task.node_path, watch.handle.rid, watch.handle.runner)
+            await self._watch(task, watch, watch.handle)
+
+    async def _watch(self, task: Task, watch: JobWatch, handle: JobHandle) -> None:
+        runner = self.runners.get(handle.runner)
+        if runner is None:
+            exit = JobExit("lost", None, None, f"no runner {handle.runner!r} to watch the job")
+        else:
+            exit = await runner.wait(handle)
+        self._on_history("end", {"path": task.node_path, "tryno": watch.tryno,
+                                 "exit": exit.status, "code": exit.code, "reason": exit.reason})  # fmt: skip
+        if self._current(task, watch):
+            reason = exit.reason
+            if exit.status == "exited":
+                reason = f"job exited without reporting complete (code {exit.code})"
+            elif exit.status == "killed" or watch.killing:
+                reason = f"killed by takler ({exit.reason})"
+            log.warning("%s: try %d aborted: %s", task.node_path, watch.tryno, reason)
+            ops.abort(task, reason)
+            await self._commit()
+        self._forget(watch)
+
+    def _forget(self, watch: JobWatch) -> None:
+        if self.watches.get(watch.task_path) is watch:
+            del self.watches[watch.task_path]
+
+
+def _write_job(text: str, job_file: Path) -> None:
+    from takler.tasks.render import write_job
+
+    write_job(text, job_file)

@@ -1,0 +1,237 @@
+"""The event-driven scheduler.
+
+It never scans the whole flow on a timer. Each committed batch of changes is
+handed to :meth:`Scheduler.notice`, which turns it into candidate nodes using
+the bunch's dependency index (and each limit's waiting list); the scheduler
+task then wakes, looks only at those candidates and submits what is free. Time
+attributes and late limits put deadlines on a heap; the task sleeps until the
+next one or the next change, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import itertools
+import math
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from takler.core import ops
+from takler.core.bunch import Bunch
+from takler.core.change import Change, ChangeKind
+from takler.core.limits import blocking_limits, missing_limits
+from takler.core.node import Family, Node, Task
+from takler.core.ready import complete_due, lineage, task_ready, time_deadline, time_free
+from takler.core.status import NodeStatus
+
+_QUEUED = NodeStatus.queued.value
+_RUNNING = (NodeStatus.submitted.value, NodeStatus.active.value)
+
+
+class Scheduler:
+    """Decides what to submit, looking only at what changes can affect.
+
+    Args:
+        bunch: the model.
+        clock: the flow clock (``now``), derived from Trio's clock by the server.
+        submit: starts a job for a task whose submission was just committed.
+        commit: makes the journal durable and tells everyone (the server's commit).
+        may_submit: False while the server is shut down or halted.
+    """
+
+    def __init__(
+        self,
+        bunch: Bunch,
+        clock: Callable[[], dt.datetime],
+        submit: Callable[[Task], None],
+        commit: Callable[[], Awaitable[None]],
+        may_submit: Callable[[], bool],
+        new_password: Callable[[], str],
+    ) -> None:
+        self.bunch = bunch
+        self.clock = clock
+        self._submit = submit
+        self._commit = commit
+        self._may_submit = may_submit
+        self._new_password = new_password
+        self._candidates: dict[Node, None] = {}
+        self._limits: dict[tuple[str, str], None] = {}
+        self._deadlines: list[tuple[dt.datetime, int, str, str]] = []
+        self._deadline_of: dict[tuple[str, str], dt.datetime] = {}
+        self._seq = itertools.count()
+        self._poke = trio.Event()
+        #: counters for benchmarks and `ping`
+        self.steps = 0
+        self.submitted = 0
+        self.considered = 0
+
+    # ---------------------------------------------------------------- input
+
+    def notice(self, changes: list[Change]) -> None:
+        """Turn committed changes into candidates; wake the scheduler if any."""
+        bunch = self.bunch
+        add = self._candidates.setdefault
+        for change in changes:
+            kind = change.kind
+            if kind is ChangeKind.status:
+                if change.new == _QUEUED:
+                    # Only a task turning queued is new work; a family turns
+                    # queued whenever its last running child finishes.
+                    node = bunch.get_node(change.path)
+                    if isinstance(node, Task):
+                        add(node)
+                elif change.new in _RUNNING:
+                    self._watch_late(change.path)
+                for node in bunch.dependents(change):
+                    add(node)
+            elif kind in (ChangeKind.event, ChangeKind.meter, ChangeKind.repeat, ChangeKind.variable):
+                for node in bunch.dependents(change):
+                    add(node)
+            elif kind is ChangeKind.limit:
+                for node in bunch.dependents(change):
+                    add(node)
+                self._limits[(change.path, change.name or "")] = None
+            elif (
+                (kind is ChangeKind.suspended and change.new is False)
+                or kind in (ChangeKind.begun, ChangeKind.trigger, ChangeKind.node_added)
+                or (kind is ChangeKind.flag and change.name in ("trigger_freed", "time_freed"))
+            ):
+                node = bunch.get_node(change.path)
+                if node is not None:
+                    add(node)
+        if self._candidates or self._limits:
+            self._poke.set()
+
+    def rescan(self) -> None:
+        """Consider every flow again (after restart of the server or a restore)."""
+        for flow in self.bunch.flows.values():
+            self._candidates.setdefault(flow)
+            for task in flow.tasks():
+                if task.status.value in _RUNNING:
+                    self._watch_late(task.node_path)
+        self._poke.set()
+
+    def poke(self) -> None:
+        self._poke.set()
+
+    # ---------------------------------------------------------------- deadlines
+
+    def _push_deadline(self, when: dt.datetime, path: str, what: str) -> None:
+        key = (path, what)
+        if self._deadline_of.get(key) == when:
+            return
+        self._deadline_of[key] = when
+        heapq.heappush(self._deadlines, (when, next(self._seq), path, what))
+
+    def _watch_late(self, path: str) -> None:
+        task = self.bunch.get_node(path)
+        if isinstance(task, Task):
+            when = ops.late_deadline(task, self.clock())
+            if when is not None:
+                self._push_deadline(when, path, "late")
+
+    def next_deadline(self) -> dt.datetime | None:
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def _pop_due(self, now: dt.datetime) -> None:
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            when, _, path, what = heapq.heappop(heap)
+            if self._deadline_of.get((path, what)) != when:
+                continue
+            del self._deadline_of[(path, what)]
+            node = self.bunch.get_node(path)
+            if node is None:
+                continue
+            if what == "late":
+                if isinstance(node, Task):
+                    ops.check_late(node, now)
+                    self._watch_late(path)
+            else:
+                self._candidates.setdefault(node)
+
+    # ---------------------------------------------------------------- the loop
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled: wait for a change or a deadline, then step."""
+        task_status.started()
+        while True:
+            when = self.next_deadline()
+            deadline = math.inf
+            if when is not None:
+                delay = (when - self.clock()).total_seconds()
+                deadline = trio.current_time() + max(0.0, delay)
+            with trio.move_on_at(deadline):
+                await self._poke.wait()
+            self._poke = trio.Event()
+            await self.step()
+
+    async def step(self) -> None:
+        """Evaluate the candidates once, submit what is free, commit."""
+        self.steps += 1
+        now = self.clock()
+        self._pop_due(now)
+        if not self._may_submit():
+            self._candidates.clear()
+            self._limits.clear()
+            return
+        candidates, self._candidates = self._candidates, {}
+        limits, self._limits = self._limits, {}
+        chosen: list[Task] = []
+        for node in candidates:
+            if not self.bunch.is_attached(node):
+                continue
+            if node.complete_expr is not None and complete_due(node):
+                ops.set_complete_by_expression(node, now)
+                continue
+            if isinstance(node, Family):
+                for task in node.tasks():
+                    if task.status is NodeStatus.queued:
+                        self._consider(task, now, chosen)
+            elif isinstance(node, Task):
+                self._consider(node, now, chosen)
+        for owner_path, name in limits:
+            self._drain_limit(owner_path, name, now, chosen)
+        await self._commit()
+        for task in chosen:
+            self._submit(task)
+
+    def _consider(self, task: Task, now: dt.datetime, chosen: list[Task]) -> None:
+        self.considered += 1
+        if task.status is not NodeStatus.queued:
+            return
+        if task.complete_expr is not None and complete_due(task):
+            ops.set_complete_by_expression(task, now)
+            return
+        if not task_ready(task, now):
+            for node in lineage(task):
+                if node.times and not time_free(node, now):
+                    when = time_deadline(node, now)
+                    if when is not None:
+                        self._push_deadline(when, node.node_path, "time")
+            return
+        blocked = blocking_limits(task)
+        if blocked:
+            for _, limit, _ in blocked:
+                limit.waiting[task.node_path] = None
+            return
+        if missing_limits(task):
+            return
+        ops.start_submission(task, self._new_password(), now)
+        self.submitted += 1
+        chosen.append(task)
+
+    def _drain_limit(self, owner_path: str, name: str, now: dt.datetime, chosen: list[Task]) -> None:
+        owner = self.bunch.get_node(owner_path)
+        limit = owner.limits.get(name) if owner is not None else None
+        if limit is None:
+            return
+        for path in list(limit.waiting):
+            if limit.value >= limit.maximum:
+                break
+            del limit.waiting[path]
+            task = self.bunch.get_node(path)
+            if isinstance(task, Task):
+                self._consider(task, now, chosen)
