@@ -1,0 +1,1 @@
+"""The takler command line."""

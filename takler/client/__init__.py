@@ -1,0 +1,1 @@
+"""Clients of the takler server: the async user client and the child client jobs use."""

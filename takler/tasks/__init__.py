@@ -1,0 +1,1 @@
+"""Tasks whose jobs are shell scripts, and how their scripts become jobs."""

@@ -1,0 +1,163 @@
+"""Render a task's Jinja2 script template into its job file.
+
+A takler script is a Jinja2 template: ``{{ NAME }}`` is the task's variable
+NAME, ``{% include "head.takler" %}`` pulls in a standard or user include.
+Scripts ending in ``.ecf`` are ecFlow scripts: the server hands them to the
+ecFlow preprocessor in ``takler.ecflow``, never to :func:`render_job`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import jinja2
+
+from takler.core.errors import TaklerError
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_UNDEFINED = re.compile(r"^'([^']+)' is undefined$")
+
+
+class JobRenderError(TaklerError, ValueError):
+    """A script cannot be rendered into a job: missing file, include or variable."""
+
+    code = "render_failed"
+
+
+def default_include_dir() -> Path:
+    """The folder holding the standard includes (head, tail, child)."""
+    return _PACKAGE_DIR / "include"
+
+
+def job_bin_dir() -> Path:
+    """The folder the server prepends to a job's PATH (holds ``ecflow_client``)."""
+    return _PACKAGE_DIR / "bin"
+
+
+def render_job(
+    script: Path,
+    variables: Mapping[str, str],
+    include_dirs: Sequence[Path] = (),
+    extra_header: Sequence[str] = (),
+) -> str:
+    """Render a Jinja2 task script into the text of its job file.
+
+    Includes are searched in the script's folder, then ``include_dirs`` in
+    order, then :func:`default_include_dir`. Compiled templates are cached and
+    reloaded when their file changes.
+
+    Args:
+        script: the task's script template (``TAKLER_SCRIPT``).
+        variables: the task's variables, available as ``{{ NAME }}``.
+        include_dirs: extra include folders (``TAKLER_INCLUDE`` split on ``:``).
+        extra_header: lines (such as ``#SBATCH`` directives) placed right after
+            the shebang line, or at the top when there is none.
+
+    Returns:
+        The job text.
+
+    Raises:
+        JobRenderError: the script or an include is missing, a variable is not
+            defined, or the template is malformed; the message names the file
+            and line.
+    """
+    if script.suffix == ".ecf":
+        raise JobRenderError(f"{script} is an ecFlow script: render it with takler.ecflow")
+    if not script.is_file():
+        raise JobRenderError(f"script not found: {script}")
+    search_path = (
+        os.fspath(script.parent),
+        *(os.fspath(d) for d in include_dirs),
+        os.fspath(default_include_dir()),
+    )
+    env = _environment(search_path)
+    try:
+        text = env.get_template(script.name).render(dict(variables))
+    except jinja2.TemplateSyntaxError as exc:
+        where = Path(exc.filename).name if exc.filename else exc.name or script.name
+        raise JobRenderError(f"syntax error in {where} line {exc.lineno}: {exc.message}") from None
+    except jinja2.TemplateNotFound as exc:
+        raise JobRenderError(
+            f"include not found: {exc.name!r}{_where(exc.__traceback__)}"
+            f" (searched {', '.join(search_path)})"
+        ) from None
+    except jinja2.UndefinedError as exc:
+        match = _UNDEFINED.match(exc.message or "")
+        what = f"variable {match[1]!r} is not defined" if match else str(exc.message)
+        raise JobRenderError(f"{what}{_where(exc.__traceback__)}") from None
+    except (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        raise JobRenderError(f"cannot render {script}: {exc}{_where(exc.__traceback__)}") from None
+    except OSError as exc:
+        raise JobRenderError(f"cannot read {exc.filename or script}: {exc.strerror}") from None
+    return _insert_header(text, extra_header) if extra_header else text
+
+
+def write_job(text: str, job_file: Path) -> None:
+    """Write a job file, executable, replacing any older one in one step.
+
+    The file is replaced rather than rewritten so a still-running previous
+    try, which bash reads as it goes, keeps its own copy.
+
+    Raises:
+        JobRenderError: the file cannot be written.
+    """
+    tmp = job_file.with_name(f".{job_file.name}.{os.getpid()}.tmp")
+    try:
+        job_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o755)
+        os.replace(tmp, job_file)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise JobRenderError(f"cannot write job file {job_file}: {exc.strerror}") from None
+
+
+@functools.lru_cache(maxsize=512)
+def _environment(search_path: tuple[str, ...]) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(list(search_path)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        auto_reload=True,
+    )
+    env.filters["shquote"] = _shquote
+    env.globals["include_raw"] = _include_raw
+    return env
+
+
+def _shquote(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+@jinja2.pass_environment
+def _include_raw(env: jinja2.Environment, name: str) -> str:
+    # For bash files that are also sourced as-is: ${#x} would open a Jinja comment.
+    assert env.loader is not None
+    source, _, _ = env.loader.get_source(env, name)
+    return source
+
+
+def _where(tb: TracebackType | None) -> str:
+    """` (file line N)` for the innermost template frame of a traceback, if any."""
+    where = ""
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.endswith(".py") and not filename.startswith("<"):
+            where = f" ({Path(filename).name} line {tb.tb_lineno})"
+        tb = tb.tb_next
+    return where
+
+
+def _insert_header(text: str, lines: Sequence[str]) -> str:
+    header = "".join(f"{line}\n" for line in lines)
+    if text.startswith("#!"):
+        first, newline, rest = text.partition("\n")
+        return f"{first}\n{header}{rest}" if newline else f"{first}\n{header}"
+    return header + text
