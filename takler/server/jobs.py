@@ -60,14 +60,17 @@ def render_task(task: Task, variables: Mapping[str, str], bin_dir: Path) -> tupl
     from takler.tasks.render import render_job
 
     script = Path(variables.get("TAKLER_SCRIPT", ""))
+    job_out = Path(variables["TAKLER_JOBOUT"])
     header: list[str] = []
     if variables.get("TAKLER_RUNNER", "local") == "slurm":
-        header += slurm_directives(variables)
+        header += slurm_directives(variables, path=task.node_path, job_out=job_out)
     header.append(f'export PATH="{bin_dir}:$PATH"')
     ecf = _ecf_script(task, variables, script)
     if ecf is not None:
         from takler.ecflow.preprocess import preprocess_ecf
+        from takler.ecflow.variables import ecflow_aliases
 
+        variables = {**variables, **ecflow_aliases(variables)}
         includes = [Path(p) for p in variables.get("ECF_INCLUDE", "").split(":") if p]
         home = variables.get("ECF_HOME") or variables.get("TAKLER_HOME")
         text = preprocess_ecf(ecf, variables, includes, Path(home) if home else None)
@@ -75,7 +78,7 @@ def render_task(task: Task, variables: Mapping[str, str], bin_dir: Path) -> tupl
     else:
         includes = [Path(p) for p in variables.get("TAKLER_INCLUDE", "").split(":") if p]
         text = render_job(script, variables, includes, header)
-    return text, Path(variables["TAKLER_JOB"]), Path(variables["TAKLER_JOBOUT"])
+    return text, Path(variables["TAKLER_JOB"]), job_out
 
 
 def _ecf_script(task: Task, variables: Mapping[str, str], script: Path) -> Path | None:

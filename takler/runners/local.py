@@ -1,0 +1,181 @@
+"""The local runner: each job is a ``bash`` process in its own session.
+
+A job's process group is its own (``start_new_session``), so the job outlives
+the server and a kill reaches the whole group. A handle carries the pid and
+the process start time from ``/proc``, which lets a later server adopt the job
+and tell it from an unrelated process that reused the pid.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import trio
+
+from takler.runners.base import JobExit, JobHandle, JobSpec, SubmitError, exit_from_code
+
+_FALLBACK_POLL = 1.0
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot, or None if gone.
+
+    Field 22 of ``/proc/PID/stat``; the command name (field 2) may hold spaces
+    and parentheses, so fields are counted from its closing parenthesis.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _open_output(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass  # already gone: nothing to kill
+
+
+class LocalRunner:
+    """Runs jobs as local processes; see the module docstring."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._children: dict[int, trio.Process] = {}
+        # pid -> name of the last signal kill() sent, so wait() can say "killed"
+        self._killed: dict[int, str] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Nothing runs in the background; returns only when cancelled."""
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def submit(self, spec: JobSpec) -> JobHandle:
+        """Start ``bash job_file`` with output to ``job_out`` (truncated).
+
+        Raises:
+            SubmitError: the job file is missing or the process did not start.
+        """
+        if not spec.job_file.is_file():
+            raise SubmitError(f"{spec.path}: job file {spec.job_file} does not exist")
+        try:
+            out = await trio.to_thread.run_sync(_open_output, spec.job_out)
+        except OSError as exc:
+            raise SubmitError(f"{spec.path}: cannot open job output {spec.job_out}: {exc}") from exc
+        try:
+            proc = await trio.lowlevel.open_process(
+                ["bash", str(spec.job_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise SubmitError(f"{spec.path}: cannot start bash: {exc}") from exc
+        finally:
+            os.close(out)
+        # Not reaped before someone waits, so /proc/PID is there even if it exited.
+        started = process_start_time(proc.pid)
+        self._children[proc.pid] = proc
+        return JobHandle(self.name, str(proc.pid), None if started is None else float(started))
+
+    async def wait(self, handle: JobHandle) -> JobExit:
+        """Block until the job's process ends; cancellable at any time.
+
+        A process of an earlier server has no exit status for us: its end is
+        reported as ``lost``, as is a pid that is gone or now names another
+        process.
+        """
+        pid = int(handle.rid)
+        proc = self._children.get(pid)
+        if proc is not None:
+            code = await proc.wait()
+            del self._children[pid]
+            killed_by = self._killed.pop(pid, None)
+            if killed_by is not None:
+                return JobExit(
+                    "killed",
+                    code if code >= 0 else None,
+                    -code if code < 0 else None,
+                    f"killed by takler ({killed_by})",
+                )
+            return exit_from_code(code)
+        if not self._same_process(handle):
+            return JobExit("lost", None, None, f"job process {pid} no longer exists")
+        await self._wait_gone(handle)
+        killed_by = self._killed.pop(pid, None)
+        if killed_by is not None:
+            return JobExit("killed", None, None, f"killed by takler ({killed_by})")
+        return JobExit("lost", None, None, f"job process {pid} ended while the server was away")
+
+    async def kill(self, handle: JobHandle, grace: float = 5.0) -> None:
+        """SIGTERM the job's process group, SIGKILL it if alive after ``grace`` s.
+
+        Shielded from cancellation and bounded by ``grace``. A job already gone
+        is not an error.
+        """
+        pid = int(handle.rid)
+        with trio.CancelScope(shield=True):
+            proc = self._children.get(pid)
+            if proc is not None and proc.returncode is not None:
+                return  # ended on its own before the kill
+            if proc is None and not self._same_process(handle):
+                return
+            self._killed[pid] = "SIGTERM"
+            _signal_group(pid, signal.SIGTERM)
+            with trio.move_on_after(grace):
+                await self._wait_gone(handle)
+                return
+            self._killed[pid] = "SIGKILL"
+            _signal_group(pid, signal.SIGKILL)
+
+    def _same_process(self, handle: JobHandle) -> bool:
+        started = process_start_time(int(handle.rid))
+        if started is None:
+            return False
+        return handle.started is None or float(started) == handle.started
+
+    async def _wait_gone(self, handle: JobHandle) -> None:
+        pid = int(handle.rid)
+        proc = self._children.get(pid)
+        if proc is not None:
+            await proc.wait()
+            return
+        pidfd_open = getattr(os, "pidfd_open", None)
+        pidfd = None
+        try:
+            if pidfd_open is not None:
+                pidfd = pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise
+        if pidfd is None:
+            # No pidfd on this system: the one place we poll.
+            while True:
+                if not self._same_process(handle):
+                    return
+                await trio.sleep(_FALLBACK_POLL)
+        try:
+            # The pid may have been reused between our check and pidfd_open.
+            if self._same_process(handle):
+                await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
