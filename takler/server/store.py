@@ -1,0 +1,531 @@
+"""The durable store: an SQLite database (WAL) at ``<home>/takler.db``.
+
+A commit is durable (``synchronous=FULL``): the server acknowledges a change
+only after :meth:`Store.save` (or :meth:`Store.write`) returned. Tables:
+
+* ``flows(name, definition)``: each flow's definition dump (no state);
+* ``node_state(path, flow, state)``: each node's run-time state, as
+  :func:`takler.codec.dump_node_state` gives it (passwords included);
+* ``kv(key, value)``: small JSON values: ``bunch.parameters``, ``bunch.now``,
+  ``server.<name>`` from server changes, and whatever the server puts there;
+* ``history``: one row per job: path, tryno, runner, rid, submitted_at,
+  started_at, ended_at, exit (how it ended: ``exited``, ``failed``...), code
+  (its exit code) and reason.
+
+A Store is not safe for concurrent use: call it from one task at a time. The
+server calls it from worker threads (``trio.to_thread.run_sync``), one call at
+a time, so the connection is opened with ``check_same_thread=False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from takler.codec import dump_node, dump_node_state, dumps, load_bunch, loads
+from takler.core.bunch import Bunch
+from takler.core.change import Change, ChangeKind
+from takler.core.errors import CodecError, TaklerError
+from takler.core.node import Flow
+
+__all__ = ["DB_NAME", "SCHEMA_VERSION", "Batch", "Store", "StoreError"]
+
+DB_NAME = "takler.db"
+SCHEMA_VERSION = 1
+
+#: Changes to a flow's definition: the flow is written again whole.
+_STRUCTURAL = frozenset(
+    {ChangeKind.node_added, ChangeKind.node_deleted, ChangeKind.trigger, ChangeKind.variable}
+)
+_HISTORY_FIELDS = (
+    "path",
+    "tryno",
+    "runner",
+    "rid",
+    "submitted_at",
+    "started_at",
+    "ended_at",
+    "exit",
+    "code",
+    "reason",
+)
+_UNSET: Any = object()
+
+_SCHEMA = f"""
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+INSERT INTO schema_version VALUES ({SCHEMA_VERSION});
+CREATE TABLE flows (name TEXT PRIMARY KEY, definition TEXT NOT NULL);
+CREATE TABLE node_state (path TEXT PRIMARY KEY, flow TEXT NOT NULL, state TEXT NOT NULL)
+    WITHOUT ROWID;
+CREATE INDEX node_state_flow ON node_state (flow);
+CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL, tryno INTEGER NOT NULL, runner TEXT,
+    rid TEXT, submitted_at TEXT, started_at TEXT, ended_at TEXT, exit TEXT, code INTEGER,
+    reason TEXT
+);
+CREATE INDEX history_path ON history (path, tryno);
+"""
+
+
+class StoreError(TaklerError, RuntimeError):
+    """The store cannot be opened, read or written (damaged, newer, read-only, full)."""
+
+    code = "read_only_store"
+
+
+def _flow_of(path: str) -> str:
+    return path.split("/", 2)[1]
+
+
+def _kv_text(value: Any) -> str:
+    return dumps({"v": value})
+
+
+_FlowRows = tuple[str, list[tuple[str, str, str]]]
+
+
+def _flow_rows(flow: Flow) -> _FlowRows:
+    """A flow's definition and its node_state rows, as JSON text."""
+    name = flow.name
+    rows = [(node.node_path, name, dumps(dump_node_state(node))) for node in flow.walk()]
+    return dumps(dump_node(flow, state=False)), rows
+
+
+@attrs.frozen(eq=False)
+class Batch:
+    """What one save writes, already taken from the model (see :meth:`Store.prepare`).
+
+    Attributes:
+        deleted: flows to delete, first.
+        flows: flows to write whole: name -> (definition, state rows).
+        rows: node_state rows to upsert: (path, flow, state JSON).
+        kv: key-value rows: key -> JSON text.
+    """
+
+    deleted: list[str]
+    flows: dict[str, _FlowRows]
+    rows: list[tuple[str, str, str]]
+    kv: dict[str, str]
+
+
+def _time(value: dt.datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+class Store:
+    """The server's durable state. Open with :meth:`Store.open`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._prepared_now: dt.datetime | None = None
+
+    # ---------------------------------------------------------------- open, close
+
+    @classmethod
+    def open(cls, home: Path | str, *, read_only: bool = False) -> Store:
+        """Open (creating it when missing) the store in ``home``.
+
+        With ``read_only`` the database is opened in SQLite's read-only mode
+        and every write raises StoreError.
+
+        Raises:
+            StoreError: the file is not a takler store (it is never
+                overwritten), was written by a newer takler, or cannot be opened.
+        """
+        path = Path(home) / DB_NAME
+        try:
+            if read_only:
+                conn = sqlite3.connect(
+                    path.absolute().as_uri() + "?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"cannot open the store {path}: {e}") from e
+        store = cls(conn, path)
+        try:
+            store._setup(read_only)
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def _setup(self, read_only: bool) -> None:
+        conn = self._conn
+        try:
+            if not read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+        except sqlite3.DatabaseError as e:
+            raise StoreError(
+                f"{self.path} is not a takler store (not an SQLite database, or damaged): {e}"
+            ) from e
+        if not tables:
+            if read_only:
+                raise StoreError(f"{self.path} holds no takler store")
+            with self._write("create the store"):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            return
+        if "schema_version" not in tables:
+            raise StoreError(f"{self.path} is an SQLite database but not a takler store")
+        try:
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read {self.path}: {e}") from e
+        version = row[0] if row else None
+        if not isinstance(version, int):
+            raise StoreError(f"{self.path} has no store schema version")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has store schema {version}, newer than this takler reads"
+                f" ({SCHEMA_VERSION}): run a newer takler"
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def total_changes(self) -> int:
+        """Rows inserted, updated or deleted through this connection (SQLite's count)."""
+        return self._conn.total_changes
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One transaction; any SQLite failure becomes StoreError and changes nothing."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._rollback()
+            raise StoreError(f"cannot {what} in {self.path}: {e}") from e
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+
+    # ---------------------------------------------------------------- flows and state
+
+    def prepare(
+        self,
+        bunch: Bunch,
+        changes: Iterable[Change],
+        *,
+        structural_flows: Iterable[str] = frozenset(),
+    ) -> Batch:
+        """Take from the model what saving ``changes`` writes; no I/O.
+
+        Call it where the model is safe to read (the Trio thread); hand the
+        batch to :meth:`write` in a worker thread. It takes the current state
+        row of each node a change names (a limit change names the limit's
+        owner); a structural change (node added or deleted, trigger, variable)
+        takes its flow whole, as does each name in ``structural_flows`` (for
+        edits that record no change, such as adding an event); a flow no longer
+        in ``bunch`` is to be deleted. The cost grows with the number of
+        touched nodes, not with the size of the flows.
+        """
+        rewrite = set(structural_flows)
+        dropped: set[str] = set()
+        touched: dict[str, None] = {}
+        kv: dict[str, str] = {}
+        for change in changes:
+            path, kind = change.path, change.kind
+            if kind is ChangeKind.server:
+                kv[f"server.{change.name}"] = _kv_text(change.new)
+            elif path == "/":
+                if kind is ChangeKind.variable:
+                    kv["bunch.parameters"] = _kv_text(dict(bunch.parameters))
+            elif kind in _STRUCTURAL:
+                flow_name = _flow_of(path)
+                rewrite.add(flow_name)
+                if kind is ChangeKind.node_deleted and path == f"/{flow_name}":
+                    dropped.add(flow_name)
+            else:
+                touched[path] = None
+        if bunch.now != self._prepared_now:
+            kv["bunch.now"] = _kv_text(bunch.now.isoformat())
+            self._prepared_now = bunch.now
+        # A flow deleted (and maybe added again) is deleted first, and flows are
+        # written in the bunch's order: load() reads them back in rowid order.
+        deleted = sorted(dropped | (rewrite - bunch.flows.keys()))
+        flows = {name: _flow_rows(f) for name, f in bunch.flows.items() if name in rewrite}
+        rows = []
+        for path in touched:
+            flow_name = _flow_of(path)
+            node = bunch.get_node(path)
+            if node is not None and flow_name not in rewrite:
+                rows.append((path, flow_name, dumps(dump_node_state(node))))
+        return Batch(deleted, flows, rows, kv)
+
+    def write(self, batches: Iterable[Batch]) -> None:
+        """Write prepared batches, in order, in one durable transaction.
+
+        Raises:
+            StoreError: the database cannot be written (read-only, disk full...);
+                nothing of this call is kept.
+        """
+        batches = [b for b in batches if b.deleted or b.flows or b.rows or b.kv]
+        if not batches:
+            return
+        try:
+            with self._write("save changes") as conn:
+                for batch in batches:
+                    for name in batch.deleted:
+                        self._delete_flow(conn, name)
+                    for name, flow_rows in batch.flows.items():
+                        self._write_flow(conn, name, flow_rows)
+                    conn.executemany(
+                        "INSERT INTO node_state (path, flow, state) VALUES (?, ?, ?)"
+                        " ON CONFLICT (path) DO UPDATE SET state = excluded.state",
+                        batch.rows,
+                    )
+                    for key, text in batch.kv.items():
+                        self._put_kv(conn, key, text)
+        except BaseException:
+            self._prepared_now = None  # the clock did not reach the disk: write it next time
+            raise
+
+    def save(
+        self,
+        bunch: Bunch,
+        changes: Iterable[Change],
+        *,
+        structural_flows: Iterable[str] = frozenset(),
+    ) -> None:
+        """:meth:`prepare` then :meth:`write`, in the caller's thread.
+
+        Raises:
+            StoreError: the database cannot be written; nothing of this call is kept.
+        """
+        self.write([self.prepare(bunch, changes, structural_flows=structural_flows)])
+
+    def save_flow(self, flow: Flow) -> None:
+        """Write a flow whole: its definition and the state of every node.
+
+        Raises:
+            StoreError: the database cannot be written.
+        """
+        rows = _flow_rows(flow)
+        with self._write(f"save flow {flow.name}") as conn:
+            self._write_flow(conn, flow.name, rows)
+
+    def save_all(self, bunch: Bunch) -> None:
+        """Replace every flow, the bunch parameters and clock with ``bunch``'s.
+
+        Raises:
+            StoreError: the database cannot be written.
+        """
+        flows = {name: _flow_rows(flow) for name, flow in bunch.flows.items()}
+        with self._write("save every flow") as conn:
+            conn.execute("DELETE FROM flows")
+            conn.execute("DELETE FROM node_state")
+            for name, rows in flows.items():
+                self._write_flow(conn, name, rows)
+            self._put_kv(conn, "bunch.parameters", _kv_text(dict(bunch.parameters)))
+            self._put_kv(conn, "bunch.now", _kv_text(bunch.now.isoformat()))
+
+    def clear(self) -> None:
+        """Forget every flow and key-value; the job history stays.
+
+        Raises:
+            StoreError: the database cannot be written.
+        """
+        with self._write("clear the store") as conn:
+            for table in ("flows", "node_state", "kv"):
+                conn.execute(f"DELETE FROM {table}")  # names from the fixed tuple above
+        self._prepared_now = None
+
+    def delete_flow(self, name: str) -> None:
+        """Forget a flow. Raises StoreError when the database cannot be written."""
+        with self._write(f"delete flow {name}") as conn:
+            self._delete_flow(conn, name)
+
+    @staticmethod
+    def _write_flow(conn: sqlite3.Connection, name: str, flow_rows: _FlowRows) -> None:
+        definition, rows = flow_rows
+        conn.execute(
+            "INSERT INTO flows (name, definition) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET definition = excluded.definition",
+            (name, definition),
+        )
+        conn.execute("DELETE FROM node_state WHERE flow = ?", (name,))
+        conn.executemany("INSERT INTO node_state (path, flow, state) VALUES (?, ?, ?)", rows)
+
+    @staticmethod
+    def _delete_flow(conn: sqlite3.Connection, name: str) -> None:
+        conn.execute("DELETE FROM flows WHERE name = ?", (name,))
+        conn.execute("DELETE FROM node_state WHERE flow = ?", (name,))
+
+    def load(self) -> Bunch:
+        """The bunch as last saved (an empty bunch for a new store).
+
+        Raises:
+            StoreError: the database cannot be read or holds damaged data.
+        """
+        try:
+            definitions = [
+                loads(text)
+                for (text,) in self._conn.execute("SELECT definition FROM flows ORDER BY rowid")
+            ]
+            states = {
+                path: loads(text)
+                for path, text in self._conn.execute("SELECT path, state FROM node_state")
+            }
+            data = {
+                "schema": 1,
+                "parameters": self.get_kv("bunch.parameters", {}),
+                "now": self.get_kv("bunch.now"),
+                "flows": definitions,
+            }
+            bunch = load_bunch(data, states=states)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read {self.path}: {e}") from e
+        except CodecError as e:
+            raise StoreError(f"cannot restore from {self.path}: {e}") from e
+        self._prepared_now = bunch.now
+        return bunch
+
+    # ---------------------------------------------------------------- key-value
+
+    @staticmethod
+    def _put_kv(conn: sqlite3.Connection, key: str, text: str) -> None:
+        conn.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, text),
+        )
+
+    def put_kv(self, key: str, value: Any) -> None:
+        """Store a small JSON-able value.
+
+        Raises:
+            StoreError: the database cannot be written. CodecError: not JSON-able.
+        """
+        text = _kv_text(value)
+        with self._write(f"save {key}") as conn:
+            self._put_kv(conn, key, text)
+
+    def get_kv(self, key: str, default: Any = None) -> Any:
+        """The value stored under ``key``, else ``default``.
+
+        Raises:
+            StoreError: the database cannot be read or the value is damaged.
+        """
+        try:
+            row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+            return default if row is None else loads(row[0])["v"]
+        except (sqlite3.Error, CodecError, KeyError) as e:
+            raise StoreError(f"cannot read {key} from {self.path}: {e}") from e
+
+    # ---------------------------------------------------------------- history
+
+    def add_history(
+        self,
+        path: str,
+        tryno: int,
+        runner: str,
+        *,
+        rid: str | None = None,
+        submitted_at: dt.datetime | str | None = None,
+    ) -> int:
+        """Record a job submission; returns its row id.
+
+        Raises:
+            StoreError: the database cannot be written.
+        """
+        with self._write("record history") as conn:
+            cursor = conn.execute(
+                "INSERT INTO history (path, tryno, runner, rid, submitted_at) VALUES (?, ?, ?, ?, ?)",
+                (path, tryno, runner, rid, _time(submitted_at)),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def update_history(
+        self,
+        path: str,
+        tryno: int,
+        *,
+        rid: str | None = _UNSET,
+        started_at: dt.datetime | str | None = _UNSET,
+        ended_at: dt.datetime | str | None = _UNSET,
+        exit: str | None = _UNSET,
+        code: int | None = _UNSET,
+        reason: str | None = _UNSET,
+    ) -> bool:
+        """Set the given fields on the latest record of ``path`` try ``tryno``.
+
+        Returns:
+            False when there is no such record.
+
+        Raises:
+            StoreError: the database cannot be written.
+        """
+        fields = {
+            "rid": rid,
+            "started_at": _time(started_at) if started_at is not _UNSET else _UNSET,
+            "ended_at": _time(ended_at) if ended_at is not _UNSET else _UNSET,
+            "exit": exit,
+            "code": code,
+            "reason": reason,
+        }
+        given = {k: v for k, v in fields.items() if v is not _UNSET}
+        if not given:
+            return False
+        assignments = ", ".join(f"{k} = ?" for k in given)  # names from the fixed dict above
+        with self._write("record history") as conn:
+            cursor = conn.execute(
+                f"UPDATE history SET {assignments} WHERE id = (SELECT max(id) FROM history"
+                " WHERE path = ? AND tryno = ?)",
+                (*given.values(), path, tryno),
+            )
+        return cursor.rowcount > 0
+
+    def history(self, path: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """The latest ``limit`` job records, oldest first; of ``path`` and below when given.
+
+        Raises:
+            StoreError: the database cannot be read.
+        """
+        columns = ", ".join(_HISTORY_FIELDS)
+        query = f"SELECT {columns} FROM history"
+        args: tuple[Any, ...] = ()
+        if path is not None and path.strip("/"):
+            path = "/" + path.strip("/")
+            # "0" sorts right after "/": the range holds exactly the paths below.
+            query += " WHERE path = ? OR (path >= ? AND path < ?)"
+            args = (path, path + "/", path + "0")
+        query += " ORDER BY id DESC LIMIT ?"
+        try:
+            rows = self._conn.execute(query, (*args, limit)).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read history from {self.path}: {e}") from e
+        return [dict(zip(_HISTORY_FIELDS, row, strict=True)) for row in reversed(rows)]
