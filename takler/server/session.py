@@ -1,0 +1,282 @@
+"""One WebSocket connection: requests answered in order, subscriptions alongside.
+
+Requests are handled one at a time in arrival order (a child ``wait`` runs
+on its own, as it may be held for long). Every outgoing message goes through
+one writer task, so replies and stream messages never interleave mid-frame
+and a cancelled sender never leaves half a frame behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+import trio_websocket
+
+from takler.core.errors import AuthError, NodeNotFoundError, TaklerError
+from takler.protocol import (
+    COMMAND_ROLES,
+    ProtocolError,
+    Request,
+    Response,
+    TooManyError,
+    UnknownCommandError,
+    check_args,
+    child_request,
+    decode_request,
+    encode,
+    unstructure,
+)
+from takler.server.auth import ANONYMOUS, Identity, audit, check
+from takler.server.hub import Subscription
+
+if TYPE_CHECKING:
+    from takler.server.service import Service
+
+log = logging.getLogger("takler.service")
+
+_CODE = re.compile(r"[a-z_]{1,32}")
+
+
+def error_code(exc: BaseException) -> str:
+    """The wire code of an exception: a TaklerError's own, else ``server_error``."""
+    code = getattr(exc, "code", None) if isinstance(exc, TaklerError) else None
+    if not isinstance(code, str) or code == "error" or not _CODE.fullmatch(code):
+        return "server_error"
+    return code
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line for an error reply."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:500]
+
+
+async def close_websocket(
+    ws: trio_websocket.WebSocketConnection, code: int, reason: str, wait: float
+) -> None:
+    """Close with ``code`` and ``reason``, waiting at most ``wait`` seconds for the peer."""
+    with trio.move_on_after(wait):
+        await ws.aclose(code, reason)
+
+
+def _is_wait(req: Request) -> bool:
+    return req.command == "child" and req.args.get("command") == "wait"
+
+
+class Session:
+    """Serves one accepted WebSocket for a :class:`~takler.server.service.Service`."""
+
+    def __init__(
+        self,
+        service: Service,
+        ws: trio_websocket.WebSocketConnection,
+        stream: trio.abc.Stream,
+        identity: Identity,
+    ) -> None:
+        self.service = service
+        self.config = service.config
+        self.ws = ws
+        self.stream = stream
+        self.identity = identity
+        self.subs: dict[int, tuple[Subscription, trio.CancelScope]] = {}
+        self.waits = 0
+        self._waits_done = trio.Event()
+        self._waits_done.set()
+        self._nursery: trio.Nursery | None = None
+        self._outbox: trio.MemorySendChannel[str | None] | None = None
+
+    def busy(self) -> bool:
+        """Subscriptions and held waits keep an otherwise silent connection open."""
+        return bool(self.subs) or self.waits > 0
+
+    async def run(self) -> None:
+        """Serve until the peer closes, goes idle, or the service stops."""
+        send, receive = trio.open_memory_channel[str | None](self.config.outbox_size)
+        close: tuple[int, str] | None = None
+        async with trio.open_nursery() as nursery:
+            self._nursery, self._outbox = nursery, send
+            writer = _Writer(self.ws, self.stream, nursery.cancel_scope, self.config.send_timeout)
+            nursery.start_soon(writer.run, receive)
+            try:
+                close = await self._read_loop()
+                if close is not None:
+                    # Closing on our side: the replies due go out first.
+                    self._end_subscriptions()
+                    with trio.move_on_after(self.config.send_timeout):
+                        await self._waits_done.wait()
+                        await send.send(None)
+                        await writer.finished.wait()
+            finally:
+                self._end_subscriptions()
+                nursery.cancel_scope.cancel()
+        if close is not None:
+            await close_websocket(self.ws, *close, self.config.handshake_timeout)
+
+    def _end_subscriptions(self) -> None:
+        for sub, scope in list(self.subs.values()):
+            sub.close()
+            scope.cancel()
+
+    async def _send(self, text: str) -> None:
+        assert self._outbox is not None
+        await self._outbox.send(text)
+
+    async def _read_loop(self) -> tuple[int, str] | None:
+        """Answer requests until the peer closes (``None``), goes idle or we stop."""
+        while not self.service.stopping:
+            message: str | bytes | None = None
+            with self.service.idle_scope() as idle:
+                idle.deadline = trio.current_time() + (
+                    math.inf if self.busy() else self.config.idle_timeout
+                )
+                try:
+                    message = await self.ws.get_message()
+                except trio_websocket.ConnectionClosed:
+                    return None
+            if message is None:
+                if self.service.stopping:
+                    break
+                return 1000, "idle timeout"
+            await self._on_message(message)
+        return 1001, "server shutdown"
+
+    async def _on_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            reply = Response.failure(None, "bad_request", "binary messages are not accepted")
+            await self._send(encode(reply))
+            return
+        try:
+            req = decode_request(message, self.config.max_message_size)
+            if req.command not in COMMAND_ROLES:
+                shown = req.command if req.command.isprintable() else repr(req.command)
+                raise UnknownCommandError(f"unknown command {shown}", req.id)
+        except ProtocolError as exc:
+            await self._send(encode(Response.failure(exc.request_id, exc.code, one_line(exc))))
+            return
+        auth = self.service.auth
+        identity = self.identity if req.token is None else auth.identify(req.token)
+        if _is_wait(req):
+            assert self._nursery is not None
+            self.waits += 1
+            if self.waits == 1:
+                self._waits_done = trio.Event()
+            self._nursery.start_soon(self._answer_wait, req, identity)
+        else:
+            await self._answer(req, identity)
+
+    async def _answer_wait(self, req: Request, identity: Identity) -> None:
+        try:
+            await self._answer(req, identity)
+        finally:
+            self.waits -= 1
+            if self.waits == 0:
+                self._waits_done.set()
+
+    async def _answer(self, req: Request, identity: Identity) -> None:
+        after: Callable[[], None] | None = None
+        try:
+            check(identity, COMMAND_ROLES[req.command])
+            check_args(req.command, req.args, req.id)
+            result, after = await self._run(req, identity)
+            response = Response.success(req.id, result)
+        except Exception as exc:
+            code = error_code(exc)
+            if code == "server_error":
+                log.exception("command %s failed", req.command)
+            response = Response.failure(req.id, code, one_line(exc))
+        error = response.error
+        audit(identity, req.command, req.args, error.code if error else "ok")
+        try:
+            text = encode(response)
+        except (TypeError, ValueError) as exc:
+            log.error("reply to %s not encodable: %s", req.command, exc)
+            failure = Response.failure(req.id, "server_error", "the reply could not be encoded")
+            text, after = encode(failure), None
+        await self._send(text)
+        if after is not None:
+            after()
+
+    async def _run(self, req: Request, identity: Identity) -> tuple[Any, Callable[[], None] | None]:
+        """The result, and what to do once the reply is sent."""
+        args = req.args
+        if req.command == "auth":
+            self.identity = self.service.auth.identify(args["token"])
+            if self.identity == ANONYMOUS:
+                raise AuthError("unknown token")
+            return {"name": self.identity.name, "role": self.identity.role}, None
+        if req.command == "subscribe":
+            return self._subscribe(args.get("path"))
+        if req.command == "unsubscribe":
+            entry = self.subs.pop(args["subscription"], None)
+            if entry is None:
+                raise NodeNotFoundError(f"no subscription {args['subscription']} here")
+            entry[0].close()
+            entry[1].cancel()
+            return None, None
+        if req.command == "child":
+            body = unstructure(child_request({"v": 1, **args}))
+            return await self.service.run_child(body), None
+        return await self.service.dispatcher.execute(req.command, args, identity), None
+
+    def _subscribe(self, path: str | None) -> tuple[Any, Callable[[], None]]:
+        limit = self.config.max_subscriptions_per_connection
+        if len(self.subs) >= limit:
+            raise TooManyError(f"at most {limit} subscriptions per connection")
+        sub = self.service.hub.open_subscription(path)
+        scope = trio.CancelScope()
+        self.subs[sub.id] = (sub, scope)
+        assert self._nursery is not None
+        nursery = self._nursery
+        # Stream only after the reply, so the client knows the id first.
+        return {"subscription": sub.id}, lambda: nursery.start_soon(self._forward, sub, scope)
+
+    async def _forward(self, sub: Subscription, scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                async for message in sub:
+                    try:
+                        text = encode(message)
+                    except (TypeError, ValueError) as exc:
+                        log.error("subscription %d: message not encodable: %s", sub.id, exc)
+                        closed = {"v": 1, "type": "closed", "subscription": sub.id}
+                        await self._send(encode({**closed, "reason": "server error"}))
+                        return
+                    await self._send(text)
+            finally:
+                sub.close()
+                self.subs.pop(sub.id, None)
+
+
+@attrs.define
+class _Writer:
+    """The one task that sends on a connection."""
+
+    ws: trio_websocket.WebSocketConnection
+    stream: trio.abc.Stream
+    session: trio.CancelScope
+    send_timeout: float
+    finished: trio.Event = attrs.Factory(trio.Event)
+
+    async def run(self, outbox: trio.MemoryReceiveChannel[str | None]) -> None:
+        """Send until ``None`` (then return) or a failure (then end the session)."""
+        try:
+            async for text in outbox:
+                if text is None:
+                    self.finished.set()
+                    return
+                with trio.move_on_after(self.send_timeout) as scope:
+                    await self.ws.send_message(text)
+                if scope.cancelled_caught:
+                    # Half a frame went out: nothing more can be said on this stream.
+                    log.info("dropping a connection that accepts no data")
+                    await trio.aclose_forcefully(self.stream)
+                    break
+        except trio_websocket.ConnectionClosed:
+            pass
+        self.session.cancel()
