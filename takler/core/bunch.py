@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 
-from takler.core.attributes import Limit
+from takler.core.attributes import Limit, check_name
 from takler.core.change import Change, ChangeKind
 from takler.core.errors import DuplicateNameError, InvalidValueError, NodeNotFoundError
 from takler.core.node import Family, Flow, Node, ParamValue, Task, _param_value
@@ -27,7 +28,38 @@ from takler.core.status import NodeStatus
 
 _EPOCH = dt.datetime(1970, 1, 1)
 
-DepKey = tuple[str, str | None]
+#: a node's path (its state), or (path, name) for an event, meter, repeat, limit or variable
+DepKey = str | tuple[str, str]
+#: one node, or a set when several share a key: most keys have one user, and a
+#: set per key would cost more than the rest of the index
+_Users = Node | set[Node]
+
+
+def _link(table: dict[Any, _Users], key: Any, node: Node) -> None:
+    found = table.get(key)
+    if found is None:
+        table[key] = node
+    elif isinstance(found, set):
+        found.add(node)
+    elif found is not node:
+        table[key] = {found, node}
+
+
+def _unlink(table: dict[Any, _Users], key: Any, node: Node) -> None:
+    found = table.get(key)
+    if found is node:
+        del table[key]
+    elif isinstance(found, set):
+        found.discard(node)
+        if len(found) == 1:
+            table[key] = found.pop()
+
+
+def _users(table: dict[Any, _Users], key: Any) -> set[Node]:
+    found = table.get(key)
+    if found is None:
+        return set()
+    return set(found) if isinstance(found, set) else {found}
 
 
 def resolve_path(owner: Node, path: str) -> str:
@@ -36,10 +68,15 @@ def resolve_path(owner: Node, path: str) -> str:
     Relative paths count from the owner's parent, as in ecFlow: for
     ``/s/f/t2``, ``t1`` and ``./t1`` are ``/s/f/t1`` and ``../g`` is ``/s/g``.
     """
+    base = owner.parent.node_path if owner.parent is not None and path[:1] != "/" else ""
+    return _resolve(base, path)
+
+
+def _resolve(base: str, path: str) -> str:
+    """``path`` made absolute from ``base``, the path of the referring node's parent."""
     if path.startswith("/"):
         parts = [p for p in path.split("/") if p]
     else:
-        base = owner.parent.node_path if owner.parent is not None else ""
         parts = [p for p in base.split("/") if p]
         for part in path.split("/"):
             if part in ("", "."):
@@ -62,14 +99,14 @@ class Bunch:
     now: dt.datetime = _EPOCH
     journal: list[Change] = attrs.field(factory=list, repr=False)
     _paths: dict[str, Node] = attrs.field(factory=dict, repr=False, alias="_paths")
-    _deps: dict[DepKey, set[Node]] = attrs.field(factory=dict, repr=False, alias="_deps")
-    _var_deps: dict[str, set[Node]] = attrs.field(factory=dict, repr=False, alias="_var_deps")
-    _limit_users: dict[tuple[str, str], set[Node]] = attrs.field(
+    _deps: dict[DepKey, _Users] = attrs.field(factory=dict, repr=False, alias="_deps")
+    _var_deps: dict[str, _Users] = attrs.field(factory=dict, repr=False, alias="_var_deps")
+    _limit_users: dict[tuple[str, str], _Users] = attrs.field(
         factory=dict, repr=False, alias="_limit_users"
     )
-    #: per-node keys registered in the indexes, so unindexing is exact
-    _node_keys: dict[Node, list[tuple[str, object]]] = attrs.field(
-        factory=dict, repr=False, alias="_node_keys"
+    #: the limit each node's inlimits were indexed under (owners can change)
+    _limit_keys: dict[Node, list[tuple[str, str]]] = attrs.field(
+        factory=dict, repr=False, alias="_limit_keys"
     )
 
     # ---------------------------------------------------------------- flows
@@ -128,6 +165,8 @@ class Bunch:
             yield from flow.tasks()
 
     def set_parameter(self, name: str, value: object) -> list[Change]:
+        """Add or change a server variable (seen by every flow)."""
+        check_name(name, "parameter name")
         old = self.parameters.get(name)
         self.parameters[name] = new = _param_value(name, value)
         changes = [Change("/", ChangeKind.variable, name, old, new)]
@@ -147,87 +186,97 @@ class Bunch:
     # ---------------------------------------------------------------- indexes
 
     def _attach(self, root: Node, changes: list[Change]) -> None:
-        for node in root.walk():
-            path = node.node_path
+        # Paths are built parent to child once: node_path walks up the tree each time.
+        nodes: list[tuple[Node, str]] = []
+        stack = [(root, root.node_path)]
+        while stack:
+            node, path = stack.pop()
             if path in self._paths:
                 raise DuplicateNameError(f"{path} already exists")
             self._paths[path] = node
-        for node in root.walk():
-            self._index_node(node)
-            changes.append(Change(node.node_path, ChangeKind.node_added, None, None, node.kind))
+            nodes.append((node, path))
+            if isinstance(node, Family):
+                stack.extend((c, f"{path}/{c.name}") for c in reversed(node.children))
+        for node, path in nodes:
+            self._index_node(node, path)
+            changes.append(Change(path, ChangeKind.node_added, None, None, node.kind))
 
     def _detach(self, root: Node, changes: list[Change]) -> None:
         from takler.core.limits import release_all
 
-        for node in root.walk():
+        nodes = list(root.walk())
+        # Release first: a limit owned inside the subtree must still be found.
+        for node in nodes:
             if isinstance(node, Task):
-                release_all(self, node, changes)
+                release_all(self, node, changes, leaving=root)
+        for node in nodes:
             self._unindex_node(node)
             self._paths.pop(node.node_path, None)
         changes.append(Change(root.node_path, ChangeKind.node_deleted, None, root.kind, None))
 
-    def _index_node(self, node: Node) -> None:
+    def _index_node(self, node: Node, path: str | None = None) -> None:
         from takler.core.expression import AttrRef, references
         from takler.core.limits import find_limit_owner
 
         self._unindex_node(node)
-        keys: list[tuple[str, object]] = []
+        base = ""
         for attr in (node.trigger, node.complete_expr):
             if attr is None:
                 continue
+            if not base:
+                base = (path or node.node_path).rpartition("/")[0]
+            # abs_paths doubles as the record of what is indexed for this node.
             attr.abs_paths.clear()
             for ref in references(attr.expr):
-                target = resolve_path(node, ref.path)
+                target = _resolve(base, ref.path)
                 attr.abs_paths[ref] = target
                 if isinstance(ref, AttrRef):
-                    key: DepKey = (target, ref.name)
-                    self._var_deps.setdefault(ref.name, set()).add(node)
-                    keys.append(("var", ref.name))
+                    _link(self._deps, (target, ref.name), node)
+                    _link(self._var_deps, ref.name, node)
                 else:
-                    key = (target, None)
-                self._deps.setdefault(key, set()).add(node)
-                keys.append(("dep", key))
-        for inlimit in node.inlimits:
-            owner = find_limit_owner(node, inlimit)
-            lkey = (owner.node_path if owner is not None else inlimit.path, inlimit.name)
-            self._limit_users.setdefault(lkey, set()).add(node)
-            keys.append(("limit", lkey))
-        if keys:
-            self._node_keys[node] = keys
+                    _link(self._deps, target, node)
+        if node.inlimits:
+            keys = []
+            for inlimit in node.inlimits:
+                owner = find_limit_owner(node, inlimit)
+                key = (owner.node_path if owner is not None else inlimit.path, inlimit.name)
+                _link(self._limit_users, key, node)
+                keys.append(key)
+            self._limit_keys[node] = keys
 
     def _unindex_node(self, node: Node) -> None:
-        keys = self._node_keys.pop(node, None)
-        if not keys:
-            return
-        for kind, key in keys:
-            table: dict = (
-                self._deps if kind == "dep" else self._var_deps if kind == "var" else self._limit_users
-            )
-            users = table.get(key)
-            if users is not None:
-                users.discard(node)
-                if not users:
-                    del table[key]
+        from takler.core.expression import AttrRef
+
+        for attr in (node.trigger, node.complete_expr):
+            if attr is None:
+                continue
+            for ref, target in attr.abs_paths.items():
+                if isinstance(ref, AttrRef):
+                    _unlink(self._deps, (target, ref.name), node)
+                    _unlink(self._var_deps, ref.name, node)
+                else:
+                    _unlink(self._deps, target, node)
+        for key in self._limit_keys.pop(node, ()):
+            _unlink(self._limit_users, key, node)
 
     def dependents(self, change: Change) -> set[Node]:
         """Nodes whose trigger or complete expression ``change`` can affect."""
         kind = change.kind
         if kind is ChangeKind.status:
-            return self._deps.get((change.path, None), set())
+            return _users(self._deps, change.path)
         if kind in (ChangeKind.event, ChangeKind.meter, ChangeKind.repeat):
-            out = set(self._deps.get((change.path, change.name), ()))
+            out = _users(self._deps, (change.path, change.name or ""))
             if kind is ChangeKind.event:
                 node = self._paths.get(change.path)
                 event = node.events.get(change.name or "") if node is not None else None
                 if event is not None and event.number is not None:
-                    out |= self._deps.get((change.path, str(event.number)), set())
+                    out |= _users(self._deps, (change.path, str(event.number)))
             return out
         if kind is ChangeKind.limit:
-            return self._deps.get((change.path, change.name), set()) | self._limit_users.get(
-                (change.path, change.name or ""), set()
-            )
+            key = (change.path, change.name or "")
+            return _users(self._deps, key) | _users(self._limit_users, key)
         if kind is ChangeKind.variable:
-            users = self._var_deps.get(change.name or "", set())
+            users = _users(self._var_deps, change.name or "")
             prefix = change.path.rstrip("/") + "/"
             return {
                 n
@@ -240,7 +289,7 @@ class Bunch:
         return set()
 
     def limit_users(self, owner_path: str, name: str) -> set[Node]:
-        return self._limit_users.get((owner_path, name), set())
+        return _users(self._limit_users, (owner_path, name))
 
     # ---------------------------------------------------------------- hooks
 

@@ -23,10 +23,13 @@ def _expr_problems(node: Node, which: str, attr) -> list[str]:  # type: ignore[n
             try:
                 attribute_value(target, ref.name)
             except TaklerError:
-                out.append(
-                    f"{node.node_path}: {which} references {ref.path}:{ref.name}, but"
-                    f" {target_path} has no event, meter, repeat, limit or variable {ref.name}"
+                value = target.find_parameter(ref.name)
+                problem = (
+                    f"its value {value!r} is not a number"
+                    if value is not None
+                    else f"{target_path} has no event, meter, repeat, limit or variable {ref.name}"
                 )
+                out.append(f"{node.node_path}: {which} references {ref.path}:{ref.name}, but {problem}")
     return out
 
 

@@ -95,16 +95,28 @@ def acquire(task: Task, changes: list[Change]) -> None:
         changes.append(Change(owner.node_path, ChangeKind.limit, limit.name, old, limit.value))
 
 
-def _family_busy(family: Node) -> bool:
+def _within(node: Node, root: Node | None) -> bool:
+    return root is not None and (node is root or any(a is root for a in node.ancestors()))
+
+
+def _family_busy(family: Node, leaving: Node | None = None) -> bool:
     return isinstance(family, Family) and any(
-        t.status in _RUNNING for t in family.tasks()
+        t.status in _RUNNING and not _within(t, leaving) for t in family.tasks()
     )
 
 
-def release(bunch: Bunch, task: Task, changes: list[Change], *, submitted_only: bool) -> None:
+def release(
+    bunch: Bunch,
+    task: Task,
+    changes: list[Change],
+    *,
+    submitted_only: bool,
+    leaving: Node | None = None,
+) -> None:
     """Give back the tokens ``task`` holds.
 
     With ``submitted_only`` only ``-s`` claims are released (the job went active).
+    Tasks under ``leaving`` (a subtree being deleted) no longer keep a family busy.
     """
     for claimant, inlimit, limit, owner in claims(task):
         if limit is None or owner is None:
@@ -114,15 +126,17 @@ def release(bunch: Bunch, task: Task, changes: list[Change], *, submitted_only: 
         holder = _holder(task, claimant, inlimit)
         if holder not in limit.holders:
             continue
-        if holder != task.node_path and _family_busy(claimant):
+        if holder != task.node_path and _family_busy(claimant, leaving):
             continue
         old = limit.value
         del limit.holders[holder]
         changes.append(Change(owner.node_path, ChangeKind.limit, limit.name, old, limit.value))
 
 
-def release_all(bunch: Bunch, task: Task, changes: list[Change]) -> None:
-    release(bunch, task, changes, submitted_only=False)
+def release_all(
+    bunch: Bunch, task: Task, changes: list[Change], *, leaving: Node | None = None
+) -> None:
+    release(bunch, task, changes, submitted_only=False, leaving=leaving)
 
 
 def on_task_status(bunch: Bunch, task: Task, new: NodeStatus, changes: list[Change]) -> None:

@@ -10,9 +10,12 @@ Operations that span the tree (requeue, force, begin...) live in
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any, ClassVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 
@@ -31,6 +34,7 @@ from takler.core.errors import (
     DuplicateNameError,
     InvalidValueError,
     NodeNotFoundError,
+    StateError,
 )
 from takler.core.status import NodeStatus, derive_from_counts
 
@@ -50,32 +54,58 @@ def _param_value(name: str, value: object) -> ParamValue:
     )
 
 
-@attrs.define(eq=False, repr=False)
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_T = TypeVar("_T")
+
+
+def _node_name(name: object) -> str:
+    # Names repeat across families (t0, t1...): one string object each saves memory.
+    return sys.intern(check_name(name))
+
+
+def _with(table: Mapping[str, _T], name: str, item: _T) -> dict[str, _T]:
+    """``table`` (the node's own dict, or the shared empty one) with ``name`` added."""
+    own = table if isinstance(table, dict) else {}
+    own[name] = item
+    return own
+
+
+def _appended(items: Sequence[_T], item: _T) -> list[_T]:
+    own = items if isinstance(items, list) else []
+    own.append(item)
+    return own
+
+
+# No on_setattr hooks: attribute writes stay plain slot writes (the model's hot path).
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class Node:
     """A node of a flow. Use Task, Family or Flow."""
 
     kind: ClassVar[str] = "node"
 
-    name: str = attrs.field(converter=check_name)
+    name: str = attrs.field(converter=_node_name)
     parent: NodeContainer | None = attrs.field(default=None, init=False)
     suspended: bool = attrs.field(default=False, init=False)
     defstatus: NodeStatus | None = attrs.field(default=None, init=False)
     parameters: dict[str, ParamValue] = attrs.field(factory=dict, init=False)
-    events: dict[str, Event] = attrs.field(factory=dict, init=False)
-    meters: dict[str, Meter] = attrs.field(factory=dict, init=False)
-    labels: dict[str, Label] = attrs.field(factory=dict, init=False)
-    limits: dict[str, Limit] = attrs.field(factory=dict, init=False)
-    inlimits: list[InLimit] = attrs.field(factory=list, init=False)
+    # Most nodes have no events, meters, labels, limits, inlimits, times or
+    # flags: they share one empty, read-only value until an add_* method gives
+    # the node its own. Change them through the add_*/set_* methods.
+    events: Mapping[str, Event] = attrs.field(default=_EMPTY, init=False)
+    meters: Mapping[str, Meter] = attrs.field(default=_EMPTY, init=False)
+    labels: Mapping[str, Label] = attrs.field(default=_EMPTY, init=False)
+    limits: Mapping[str, Limit] = attrs.field(default=_EMPTY, init=False)
+    inlimits: Sequence[InLimit] = attrs.field(default=(), init=False)
     trigger: ExprAttr | None = attrs.field(default=None, init=False)
     complete_expr: ExprAttr | None = attrs.field(default=None, init=False)
     repeat: Any = attrs.field(default=None, init=False)
-    times: list[Any] = attrs.field(factory=list, init=False)
+    times: Sequence[Any] = attrs.field(default=(), init=False)
     late: Any = attrs.field(default=None, init=False)
     autocancel: str | None = attrs.field(default=None, init=False)
     #: when the node's state last changed (flow clock), for "time in state"
     state_since: dt.datetime | None = attrs.field(default=None, init=False)
-    #: extra flags (late, zombie...) shown to operators
-    flags: set[str] = attrs.field(factory=set, init=False)
+    #: extra flags (late, zombie...) shown to operators; replaced, never mutated
+    flags: AbstractSet[str] = attrs.field(default=frozenset(), init=False)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.node_path} {self.state.value}>"
@@ -93,10 +123,16 @@ class Node:
 
     @property
     def flow(self) -> Flow:
+        """The flow this node belongs to.
+
+        Raises:
+            StateError: the node is not (yet) part of a flow.
+        """
         node: Node = self
         while node.parent is not None:
             node = node.parent
-        assert isinstance(node, Flow), "a node outside a flow has no flow"
+        if not isinstance(node, Flow):
+            raise StateError(f"{self.node_path} is not part of a flow")
         return node
 
     @property
@@ -220,7 +256,7 @@ class Node:
         if number is not None and any(e.number == number for e in self.events.values()):
             raise DuplicateNameError(f"{self.node_path}: event number {number} already exists")
         event = Event(name=name, number=number, initial=bool(initial), value=bool(initial))
-        self.events[name] = event
+        self.events = _with(self.events, name, event)
         return event
 
     def add_meter(
@@ -235,14 +271,14 @@ class Node:
         if threshold is not None and not minimum <= threshold <= maximum:
             raise InvalidValueError(f"meter {name}: threshold {threshold} outside the range")
         meter = Meter(name=name, minimum=minimum, maximum=maximum, threshold=threshold, value=minimum)
-        self.meters[name] = meter
+        self.meters = _with(self.meters, name, meter)
         return meter
 
     def add_label(self, name: str, text: str = "") -> Label:
         check_name(name, "label name")
         self._check_free_attr(name)
         label = Label(name=name, default=str(text), value=str(text))
-        self.labels[name] = label
+        self.labels = _with(self.labels, name, label)
         return label
 
     def add_limit(self, name: str, maximum: int) -> Limit:
@@ -252,7 +288,13 @@ class Node:
         if isinstance(maximum, bool) or not isinstance(maximum, int) or maximum < 0:
             raise InvalidValueError(f"limit {name}: maximum must be a non-negative integer")
         limit = Limit(name=name, maximum=maximum)
-        self.limits[name] = limit
+        self.limits = _with(self.limits, name, limit)
+        bunch = self.bunch
+        if bunch is not None:
+            # Inlimits below may now name this limit: index them against it.
+            for node in self.walk():
+                if node.inlimits:
+                    bunch._index_node(node)
         return limit
 
     def add_in_limit(
@@ -268,7 +310,7 @@ class Node:
         )
         if any(i.spec == inlimit.spec for i in self.inlimits):
             raise DuplicateNameError(f"{self.node_path}: inlimit {inlimit.spec} already exists")
-        self.inlimits.append(inlimit)
+        self.inlimits = _appended(self.inlimits, inlimit)
         bunch = self.bunch
         if bunch is not None:
             bunch._index_node(self)
@@ -402,7 +444,7 @@ class Node:
         from takler.core.timeattr import parse_time_attr
 
         attr = parse_time_attr(keyword, spec) if isinstance(spec, str) else spec
-        self.times.append(attr)
+        self.times = _appended(self.times, attr)
         return attr
 
     def add_time(self, spec: str) -> Any:
@@ -421,7 +463,7 @@ class Node:
         return self._add_time("cron", spec)
 
     def add_late(self, spec: Any) -> Any:
-        from takler.core.timeattr import parse_late
+        from takler.core.late import parse_late
 
         if self.late is not None:
             raise DuplicateNameError(f"{self.node_path}: a node has at most one late")
@@ -437,7 +479,7 @@ class Node:
         self.set_defstatus(status)
 
 
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class Task(Node):
     """A leaf: its script becomes a job."""
 
@@ -469,7 +511,7 @@ class Task(Node):
         self._emit_state(old_state, changes)
 
 
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class Family(Node):
     """A container of families and tasks; its state derives from its children."""
 
@@ -605,7 +647,7 @@ class Family(Node):
 NodeContainer = Family
 
 
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class Flow(Family):
     """The root of a tree of families and tasks (ecFlow's suite)."""
 

@@ -46,7 +46,8 @@ def tries_allowed(task: Task) -> int:
 
 def _default_status(task: Task) -> NodeStatus:
     for node in (task, *task.ancestors()):
-        if node.defstatus is not None:
+        # ``defstatus suspended`` suspends the node itself (see _requeue_tree).
+        if node.defstatus is not None and node.defstatus is not NodeStatus.suspended:
             return node.defstatus
     return NodeStatus.queued
 
@@ -68,15 +69,16 @@ def _reset_attrs(node: Node, changes: list[Change], now: dt.datetime, base: dt.d
         if label.value != label.default:
             changes.append(Change(path, ChangeKind.label, label.name, label.value, label.default))
         label.reset()
-    for attr in (node.trigger, node.complete_expr):
-        if attr is not None:
+    for which, attr in (("trigger", node.trigger), ("complete", node.complete_expr)):
+        if attr is not None and attr.freed:
             attr.freed = False
+            changes.append(Change(path, ChangeKind.flag, f"{which}_freed", True, False))
     for t in node.times:
         t.reset(now, base)
     if node.flags:
         for flag in sorted(node.flags):
             changes.append(Change(path, ChangeKind.flag, flag, True, False))
-        node.flags.clear()
+        node.flags = frozenset()
 
 
 def _reset_repeat(node: Node, changes: list[Change]) -> None:
@@ -99,6 +101,8 @@ def _requeue_tree(
     base = now
     for node in root.walk():
         _reset_attrs(node, changes, now, base)
+        if node.defstatus is NodeStatus.suspended:
+            _set_suspended(node, True, changes)
         if reset_root_repeat if node is root else reset_repeats:
             _reset_repeat(node, changes)
         if isinstance(node, Task):
@@ -173,27 +177,31 @@ def requeue(
     return _done(node, changes, now)
 
 
+def _set_suspended(node: Node, value: bool, changes: list[Change]) -> None:
+    if node.suspended is value:
+        return
+    old = node.state
+    node.suspended = value
+    changes.append(Change(node.node_path, ChangeKind.suspended, None, not value, value))
+    node._emit_state(old, changes)
+
+
 def suspend(node: Node) -> list[Change]:
     """Stop a subtree from submitting anything until resumed."""
-    if node.suspended:
-        return []
     changes: list[Change] = []
-    old = node.state
-    node.suspended = True
-    changes.append(Change(node.node_path, ChangeKind.suspended, None, False, True))
-    node._emit_state(old, changes)
+    _set_suspended(node, True, changes)
     return node._commit(changes)
 
 
-def resume(node: Node) -> list[Change]:
-    if not node.suspended:
-        return []
+def resume(node: Node, now: dt.datetime | None = None) -> list[Change]:
+    """Let a subtree run again.
+
+    What completed while suspended settles now: its repeat advances, its time
+    series requeues.
+    """
     changes: list[Change] = []
-    old = node.state
-    node.suspended = False
-    changes.append(Change(node.node_path, ChangeKind.suspended, None, True, False))
-    node._emit_state(old, changes)
-    return node._commit(changes)
+    _set_suspended(node, False, changes)
+    return _done(node, changes, _now(node, now))
 
 
 def force(
@@ -205,7 +213,7 @@ def force(
     applies to its tasks; ``recursive`` is accepted for ecFlow users.
 
     Raises:
-        InvalidValueError: not a state one can force.
+        InvalidValueError: not a state. StateError: ``suspended`` (use suspend).
     """
     if isinstance(state, str):
         state = NodeStatus.parse(state)
@@ -229,8 +237,9 @@ def free_dependencies(
     if trigger and node.trigger is not None and not node.trigger.freed:
         node.trigger.freed = True
         changes.append(Change(node.node_path, ChangeKind.flag, "trigger_freed", False, True))
-    if complete and node.complete_expr is not None:
+    if complete and node.complete_expr is not None and not node.complete_expr.freed:
         node.complete_expr.freed = True
+        changes.append(Change(node.node_path, ChangeKind.flag, "complete_freed", False, True))
     if time:
         for t in node.times:
             t.free_now()
@@ -407,7 +416,7 @@ def check_late(task: Task, now: dt.datetime) -> list[Change]:
     if late is None or "late" in task.flags:
         return []
     if late.is_late(now, task.status.value, task.submitted_at, task.active_at):
-        task.flags.add("late")
+        task.flags = task.flags | {"late"}
         return task._commit([Change(task.node_path, ChangeKind.flag, "late", False, True)])
     return []
 

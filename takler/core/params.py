@@ -33,7 +33,7 @@ def _task_parameters(task: Task) -> dict[str, ParamValue]:
         "TAKLER_PASSWORD": task.password or "",
         "TAKLER_RID": task.rid or "",
     }
-    if "TAKLER_SCRIPT" not in task.parameters:
+    if not any("TAKLER_SCRIPT" in n.parameters for n in (task, *task.ancestors())):
         files = find_parameter(task, "TAKLER_FILES")
         out["TAKLER_SCRIPT"] = f"{files if files is not None else home}{path}.takler"
     if "TAKLER_JOB" not in task.parameters:
@@ -78,22 +78,36 @@ def generated_parameters(node: Node) -> dict[str, ParamValue]:
     return out
 
 
+_TASK_NAMES = frozenset(
+    {"TASK", "TAKLER_NAME", "TAKLER_TRYNO", "TAKLER_PASSWORD", "TAKLER_RID",
+     "TAKLER_SCRIPT", "TAKLER_JOB", "TAKLER_JOBOUT"}
+)  # fmt: skip
+
+
+_TASK_NAMES = frozenset(
+    {"TASK", "TAKLER_NAME", "TAKLER_TRYNO", "TAKLER_PASSWORD", "TAKLER_RID",
+     "TAKLER_SCRIPT", "TAKLER_JOB", "TAKLER_JOBOUT"}
+)  # fmt: skip
+
+
 def _generated_one(node: Node, name: str) -> ParamValue | None:
-    # Fast paths for what job rendering and triggers ask most.
-    if node.repeat is None:
-        if isinstance(node, Task):
-            if name in ("TASK", "TAKLER_NAME", "TAKLER_TRYNO", "TAKLER_PASSWORD", "TAKLER_RID",
-                        "TAKLER_SCRIPT", "TAKLER_JOB", "TAKLER_JOBOUT"):  # fmt: skip
-                return _task_parameters(node).get(name)
-            return None
-        if isinstance(node, Flow):
-            if name == "FLOW":
-                return node.name
-            if node.bunch is None or name not in _CALENDAR_NAMES:
-                return None
-        elif isinstance(node, Family):
-            return node.name if name == "FAMILY" else None
-    return generated_parameters(node).get(name)
+    """One generated parameter of ``node`` itself, without building them all."""
+    if node.repeat is not None:
+        value = node.repeat.variables().get(name)
+        if value is not None:
+            return value
+    if isinstance(node, Task):
+        return _task_parameters(node).get(name) if name in _TASK_NAMES else None
+    if isinstance(node, Flow):
+        if name == "FLOW":
+            return node.name
+        bunch = node.bunch
+        if bunch is not None and name in _CALENDAR_NAMES:
+            return _calendar(bunch.now)[name]
+        return None
+    if isinstance(node, Family) and name == "FAMILY":
+        return node.name
+    return None
 
 
 _CALENDAR_NAMES = frozenset(_calendar(dt.datetime(2000, 1, 1)))

@@ -15,7 +15,10 @@ def _task_reasons(task: Task, now: dt.datetime) -> list[str]:
     out: list[str] = []
     status = task.status
     if status is NodeStatus.unknown:
-        out.append(f"{task.node_path} is unknown: its flow has not been begun")
+        if task.flow.begun:
+            out.append(f"{task.node_path} is unknown (added after begin): requeue it")
+        else:
+            out.append(f"{task.node_path} is unknown: its flow has not been begun")
     elif status is not NodeStatus.queued:
         if status is NodeStatus.aborted:
             out.append(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import trio
@@ -57,7 +56,12 @@ class LocalRunner:
     name = "local"
 
     def __init__(self) -> None:
-        self._children: dict[int, trio.Process] = {}
+        # pid -> pidfd of the jobs this runner started. Plain pids rather than
+        # subprocess objects: a job outlives the server by design, and an
+        # abandoned Popen would warn that its process is still running.
+        self._children: dict[int, int] = {}
+        # pid -> set once wait() has reaped the child, for kill() to wait on
+        self._ended: dict[int, trio.Event] = {}
         # pid -> name of the last signal kill() sent, so wait() can say "killed"
         self._killed: dict[int, str] = {}
 
@@ -79,21 +83,26 @@ class LocalRunner:
         except OSError as exc:
             raise SubmitError(f"{spec.path}: cannot open job output {spec.job_out}: {exc}") from exc
         try:
-            proc = await trio.lowlevel.open_process(
+            pid = os.posix_spawnp(
+                "bash",
                 ["bash", str(spec.job_file)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out, 1),
+                    (os.POSIX_SPAWN_DUP2, out, 2),
+                ],
+                setsid=True,
             )
         except OSError as exc:
             raise SubmitError(f"{spec.path}: cannot start bash: {exc}") from exc
         finally:
             os.close(out)
         # Not reaped before someone waits, so /proc/PID is there even if it exited.
-        started = process_start_time(proc.pid)
-        self._children[proc.pid] = proc
-        return JobHandle(self.name, str(proc.pid), None if started is None else float(started))
+        started = process_start_time(pid)
+        self._children[pid] = os.pidfd_open(pid)
+        self._ended[pid] = trio.Event()
+        return JobHandle(self.name, str(pid), None if started is None else float(started))
 
     async def wait(self, handle: JobHandle) -> JobExit:
         """Block until the job's process ends; cancellable at any time.
@@ -103,10 +112,13 @@ class LocalRunner:
         process.
         """
         pid = int(handle.rid)
-        proc = self._children.get(pid)
-        if proc is not None:
-            code = await proc.wait()
-            del self._children[pid]
+        pidfd = self._children.get(pid)
+        if pidfd is not None:
+            try:
+                code = await _reap(pidfd)
+            finally:
+                del self._children[pid]
+                self._ended.pop(pid, trio.Event()).set()
             killed_by = self._killed.pop(pid, None)
             if killed_by is not None:
                 return JobExit(
@@ -132,11 +144,8 @@ class LocalRunner:
         """
         pid = int(handle.rid)
         with trio.CancelScope(shield=True):
-            proc = self._children.get(pid)
-            if proc is not None and proc.returncode is not None:
-                return  # ended on its own before the kill
-            if proc is None and not self._same_process(handle):
-                return
+            if pid not in self._children and not self._same_process(handle):
+                return  # ended before the kill
             self._killed[pid] = "SIGTERM"
             _signal_group(pid, signal.SIGTERM)
             with trio.move_on_after(grace):
@@ -153,9 +162,9 @@ class LocalRunner:
 
     async def _wait_gone(self, handle: JobHandle) -> None:
         pid = int(handle.rid)
-        proc = self._children.get(pid)
-        if proc is not None:
-            await proc.wait()
+        ended = self._ended.get(pid)
+        if ended is not None:
+            await ended.wait()
             return
         pidfd_open = getattr(os, "pidfd_open", None)
         pidfd = None
@@ -179,3 +188,20 @@ class LocalRunner:
                 await trio.lowlevel.wait_readable(pidfd)
         finally:
             os.close(pidfd)
+
+
+async def _reap(pidfd: int) -> int:
+    """Wait for our child behind ``pidfd`` to end, reap it, close the fd.
+
+    Returns its return code the subprocess way: negative for a signal.
+    """
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+        info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    finally:
+        os.close(pidfd)
+    if info is None:
+        return 0
+    if info.si_code == os.CLD_EXITED:
+        return info.si_status
+    return -info.si_status

@@ -195,16 +195,16 @@ class Dispatcher:
         data["server"] = {"state": self.server.state.value}
         return data
 
-    def record_history(self, event: str, data: dict[str, Any]) -> None:
+    async def record_history(self, event: str, data: dict[str, Any]) -> None:
         store = self.server.store
         if store is None:
             return
         now = self.server.now().isoformat()
         try:
             if event == "submit":
-                store.add_history(submitted_at=now, **data)
+                await self.server.store_call(store.add_history, submitted_at=now, **data)
             else:
-                store.update_history(ended_at=now, **data)
+                await self.server.store_call(store.update_history, ended_at=now, **data)
         except TaklerError as e:
             log.error("history: %s", e)
 
@@ -253,7 +253,7 @@ class Dispatcher:
             self.server.bunch.find_node(path)
         if self.server.store is None:
             return []
-        return await trio.to_thread.run_sync(lambda: self.server.store.history(path))
+        return await self.server.store_call(self.server.store.history, path)
 
     async def cmd_zombies(self, args: dict[str, Any]) -> Any:
         return list(self.server.zombies.values())
@@ -353,7 +353,7 @@ class Dispatcher:
         if self.server.store is not None:
             node_path = _arg(args, "path")
             if node_path.strip("/").count("/") == 0:
-                await trio.to_thread.run_sync(self.server.store.delete_flow, node_path.strip("/"))
+                await self.server.store_call(self.server.store.delete_flow, node_path.strip("/"))
         return None
 
     async def cmd_load(self, args: dict[str, Any]) -> Any:
@@ -380,7 +380,7 @@ class Dispatcher:
                 ops.delete(old, force=False)
             bunch.add_flow(flow)
             if self.server.store is not None:
-                await trio.to_thread.run_sync(self.server.store.save_flow, flow)
+                await self.server.store_call(self.server.store.save_flow, flow)
         return {"loaded": names}
 
     async def cmd_replace(self, args: dict[str, Any]) -> Any:
@@ -394,7 +394,7 @@ class Dispatcher:
 
         self.server.set_state(ServerState(state))
         if self.server.store is not None:
-            await trio.to_thread.run_sync(self.server.store.put_kv, "server_state", state)
+            await self.server.store_call(self.server.store.put_kv, "server_state", state)
         return {"server_state": state}
 
     async def cmd_shutdown(self, args: dict[str, Any]) -> Any:

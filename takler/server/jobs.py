@@ -103,6 +103,8 @@ class JobWatch:
 
     task_path: str
     tryno: int
+    #: the submission's password: try numbers restart when a repeat requeues
+    password: str | None
     handle: JobHandle | None = None
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     killing: bool = False
@@ -123,25 +125,34 @@ class Jobs:
         runners: Mapping[str, Runner],
         commit: Callable[[], Awaitable[None]],
         bin_dir: Path,
-        on_history: Callable[[str, dict[str, Any]], None] | None = None,
+        on_history: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.runners = runners
         self._commit = commit
         self._bin_dir = bin_dir
-        self._on_history = on_history or (lambda event, data: None)
+        self._on_history = on_history or _no_history
         self.watches: dict[str, JobWatch] = {}
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
 
     def start(self, task: Task) -> None:
-        """Start the job of a task whose submission is committed."""
-        assert self._nursery is not None, "Jobs.run must be started first"
-        watch = JobWatch(task.node_path, task.tryno)
+        """Start the job of a task whose submission is committed.
+
+        While the server stops, the job is not started: the next server finds
+        the task submitted with no job and retries it.
+        """
+        if self._nursery is None:
+            log.info("%s: not started, the server is stopping", task.node_path)
+            return
+        watch = JobWatch(task.node_path, task.tryno, task.password)
         old = self.watches.get(task.node_path)
         if old is not None:
             old.scope.cancel()
@@ -150,8 +161,9 @@ class Jobs:
 
     def adopt(self, task: Task) -> None:
         """Watch again a job started by an earlier server (restart)."""
-        assert self._nursery is not None, "Jobs.run must be started first"
-        watch = JobWatch(task.node_path, task.tryno)
+        if self._nursery is None:
+            return
+        watch = JobWatch(task.node_path, task.tryno, task.password)
         if task.job is not None:
             watch.handle = handle_from_data(task.job)
         self.watches[task.node_path] = watch
@@ -170,7 +182,7 @@ class Jobs:
     def _current(self, task: Task, watch: JobWatch) -> bool:
         return (
             self.watches.get(watch.task_path) is watch
-            and task.tryno == watch.tryno
+            and task.password == watch.password
             and task.status in _RUNNING
         )
 
@@ -181,7 +193,7 @@ class Jobs:
             except TaklerError as e:
                 if self._current(task, watch):
                     log.warning("%s: submission failed: %s", task.node_path, e)
-                    self._on_history("end", {"path": task.node_path, "tryno": watch.tryno,
+                    await self._on_history("end", {"path": task.node_path, "tryno": watch.tryno,
                                              "exit": "submit_failed", "reason": str(e)})  # fmt: skip
                     ops.abort(task, f"submission failed: {e}")
                     await self._commit()
@@ -208,7 +220,7 @@ class Jobs:
         handle = await runner.submit(spec)
         watch.handle = handle
         data = handle_to_data(handle)
-        self._on_history("submit", {"path": task.node_path, "tryno": watch.tryno,
+        await self._on_history("submit", {"path": task.node_path, "tryno": watch.tryno,
                                     "runner": handle.runner, "rid": handle.rid})  # fmt: skip
         if self._current(task, watch):
             ops.record_job(task, handle.rid, data)
@@ -233,7 +245,7 @@ class Jobs:
             exit = JobExit("lost", None, None, f"no runner {handle.runner!r} to watch the job")
         else:
             exit = await runner.wait(handle)
-        self._on_history("end", {"path": task.node_path, "tryno": watch.tryno,
+        await self._on_history("end", {"path": task.node_path, "tryno": watch.tryno,
                                  "exit": exit.status, "code": exit.code, "reason": exit.reason})  # fmt: skip
         if self._current(task, watch):
             reason = exit.reason
@@ -249,6 +261,10 @@ class Jobs:
     def _forget(self, watch: JobWatch) -> None:
         if self.watches.get(watch.task_path) is watch:
             del self.watches[watch.task_path]
+
+
+async def _no_history(event: str, data: dict[str, Any]) -> None:
+    return None
 
 
 def _write_job(text: str, job_file: Path) -> None:

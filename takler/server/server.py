@@ -196,6 +196,12 @@ class TaklerServer:
             if self.read_only_reason:
                 self.read_only_reason = None
 
+    async def store_call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking store call in a worker thread, one at a time."""
+        assert self._store_lock is not None
+        async with self._store_lock:
+            return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
     async def wait_changed(self) -> None:
         assert self._changed is not None
         await self._changed.wait()
@@ -258,9 +264,7 @@ class TaklerServer:
                 self._adopt_running()
                 await nursery.start(self.scheduler.run)
                 self.scheduler.rescan()
-                service_scope = trio.CancelScope()
-                self._service_scope = service_scope
-                nursery.start_soon(self._serve, service_scope)
+                nursery.start_soon(self._serve)
                 if self._until_complete:
                     self._check_until_complete()
         finally:
@@ -268,9 +272,19 @@ class TaklerServer:
                 await close_parts(self)
         return self.exit_status
 
-    async def _serve(self, scope: trio.CancelScope) -> None:
-        with scope:
-            await self.service.serve(self._listeners)
+    async def aclose(self) -> None:
+        """Release what :meth:`start` opened, for a server that will not :meth:`run`."""
+        from takler.server.setup import close_parts
+
+        if self._started:
+            self._started = False
+            with trio.CancelScope(shield=True):
+                await close_parts(self)
+
+    async def _serve(self) -> None:
+        await self.service.serve(self._listeners)
+        # Every connection has ended: nothing is left to wait for.
+        self.stop_now()
 
     def _adopt_running(self) -> None:
         assert self.jobs is not None
@@ -296,9 +310,8 @@ class TaklerServer:
         """
         if self._cancel_scope is None:
             return
-        scope = getattr(self, "_service_scope", None)
-        if scope is not None:
-            scope.cancel()
+        if self.service is not None:
+            self.service.stop()
         self._cancel_scope.deadline = min(
             self._cancel_scope.deadline, trio.current_time() + SHUTDOWN_GRACE
         )

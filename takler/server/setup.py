@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import takler
+from takler.core.bunch import Bunch
 from takler.core.errors import TaklerError
 
 if TYPE_CHECKING:
@@ -68,8 +69,10 @@ async def _bind(server: TaklerServer) -> None:
         )
 
 
-def _restore(server: TaklerServer) -> None:
+def _load_stored(server: TaklerServer) -> Bunch | None:
+    """The stored (or checkpointed) bunch, or None to keep the current one. Blocking."""
     from takler.codec import load_bunch, loads
+    from takler.server.server import ServerState
 
     if server.restore is not None:
         try:
@@ -78,18 +81,32 @@ def _restore(server: TaklerServer) -> None:
             raise TaklerError(f"cannot read checkpoint {server.restore}: {e.strerror or e}") from None
         bunch = load_bunch(loads(text))
         log.info("restored %d flows from %s", len(bunch.flows), server.restore)
-    elif server.store is not None and not server.fresh:
+        return bunch
+    if server.store is not None and not server.fresh:
         bunch = server.store.load()
         if bunch.flows:
             log.info("restored %d flows from the store", len(bunch.flows))
-    else:
-        return
-    state = server.store.get_kv("server_state") if server.store is not None else None
-    from takler.server.server import ServerState
+        state = server.store.get_kv("server_state")
+        if state in ("shutdown", "halted"):
+            server.state = ServerState(state)
+        return bunch
+    return None
 
-    if state in ("shutdown", "halted"):
-        server.state = ServerState(state)
+
+def _adopt_bunch(server: TaklerServer, bunch: Bunch) -> None:
+    """Replace the bunch with a restored one.
+
+    Flows added to ``server.bunch`` before start join the restored bunch,
+    except where a stored flow has the same name: the stored state wins.
+    """
+    early = list(server.bunch.flows.values())
+    for flow in early:
+        server.bunch.delete_flow(flow.name)
+    for key, value in server.bunch.parameters.items():
+        bunch.parameters.setdefault(key, value)
     server.bunch = bunch
+    for flow in early:
+        server._add_flow_now(flow, begin=False)
 
 
 async def open_parts(server: TaklerServer) -> None:
@@ -107,7 +124,9 @@ async def open_parts(server: TaklerServer) -> None:
         server.store = await trio.to_thread.run_sync(Store.open, server.home)
         if server.fresh:
             await trio.to_thread.run_sync(server.store.clear)
-    await trio.to_thread.run_sync(_restore, server)
+    restored = await trio.to_thread.run_sync(_load_stored, server)
+    if restored is not None:
+        _adopt_bunch(server, restored)
     if server.restore is not None and server.store is not None:
         await trio.to_thread.run_sync(server.store.save_all, server.bunch)
     await _bind(server)
@@ -119,11 +138,8 @@ async def open_parts(server: TaklerServer) -> None:
     bunch.parameters["TAKLER_VERSION"] = takler.__version__
     if server.job_cafile is not None:
         bunch.parameters["TAKLER_CAFILE"] = str(server.job_cafile)
-    bunch.drain()
 
     server.auth, token = Auth.open(server.home)
-    if token is None:
-        token = server.auth.owner_token() if hasattr(server.auth, "owner_token") else None
     server.token = token
     dispatcher = Dispatcher(server)
     server.hub = Hub(dispatcher.snapshot)

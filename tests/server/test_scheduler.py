@@ -94,7 +94,9 @@ async def test_one_change_considers_only_dependents(harness: Harness) -> None:
     fam = flow.add_family("f")
     first = fam.add_task("first")
     for i in range(200):
-        fam.add_task(f"t{i}").add_trigger("first == complete" if i == 0 else f"t{i - 1} == complete")
+        fam.add_task(f"t{i}").add_trigger(
+            "first == complete" if i == 0 else f"t{i - 1} == complete"
+        )
     harness.bunch.add_flow(flow)
     await harness.apply(ops.begin, flow)
     before = harness.scheduler.considered
