@@ -29,7 +29,25 @@ _WHERE = {
     "ops": "takler.core.ops",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "Bunch",
+    "Change",
+    "ChangeKind",
+    "Event",
+    "ExprAttr",
+    "Family",
+    "Flow",
+    "InLimit",
+    "Label",
+    "Limit",
+    "Meter",
+    "Node",
+    "NodeContainer",
+    "NodeStatus",
+    "TaklerError",
+    "Task",
+    "ops",
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

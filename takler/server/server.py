@@ -106,12 +106,12 @@ class TaklerServer:
         self._listeners: list[trio.abc.Listener[Any]] = []
         self._pending_flows: list[tuple[Flow, bool]] = []
         self._started = False
-        self._stop = trio.CancelScope() if False else None
         self._cancel_scope: trio.CancelScope | None = None
-        self._changed = trio.Event() if _in_trio() else None
+        self._changed: trio.Event | None = None
         self._store_lock: trio.Lock | None = None
         self._pending_batches: list[Any] = []
         self._guest: Any = None
+        self._trio_token: trio.lowlevel.TrioToken | None = None
         self.store: Any = None
         self.hub: Any = None
         self.auth: Any = None
@@ -412,7 +412,7 @@ class TaklerServer:
 
     def _guest_signal(self, signum: int) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
-        token = getattr(self, "_trio_token", None)
+        token = self._trio_token
         if token is not None:
             token.run_sync_soon(self.stop)
 
@@ -430,14 +430,6 @@ def _set_result(fut: Any, value: Any) -> None:
 def _set_exc(fut: Any, exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
-
-
-def _in_trio() -> bool:
-    try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        return False
-    return True
 
 
 def refuse_if_read_only(server: TaklerServer) -> None:

@@ -159,7 +159,7 @@ async def open_parts(server: TaklerServer) -> None:
     server.scheduler = Scheduler(
         server.bunch, server.now, server.submit_job, server.commit, server.may_submit, new_password
     )
-    server._trio_token = trio.lowlevel.current_trio_token()  # type: ignore[attr-defined]
+    server._trio_token = trio.lowlevel.current_trio_token()
     if server._given_listeners is None:
         write_server_file(
             server.home,

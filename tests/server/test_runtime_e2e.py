@@ -29,9 +29,9 @@ def script(home: Path, name: str, body: str) -> Path:
     return path
 
 
-async def wait_for(server: TaklerServer, predicate, timeout: float = WAIT_LIMIT) -> None:  # type: ignore[no-untyped-def]
-    """Wait, event-driven, until ``predicate()`` holds; bounded."""
-    with trio.fail_after(timeout):
+async def wait_for(server: TaklerServer, predicate) -> None:  # type: ignore[no-untyped-def]
+    """Wait, event-driven, until ``predicate()`` holds; bounded by WAIT_LIMIT."""
+    with trio.fail_after(WAIT_LIMIT):
         while not predicate():
             await server.wait_changed()
 
