@@ -267,6 +267,40 @@ def register(app: typer.Typer) -> None:
             raise CliExit(EXIT_USAGE, f"takler replace: {file} defines no flow {name}")
         done(conn, conn.call("replace", path=f"/{name}", flow=flows[0]), f"replaced /{name}")
 
+    @client_command(
+        app, "export-def", help="Print flows as an ecFlow definition (.def) that ecFlow loads."
+    )
+    def export_def(
+        conn: Conn,
+        path: Annotated[
+            str | None,
+            typer.Argument(
+                help="The flow, e.g. /suite (default: every flow).", autocompletion=complete_path
+            ),
+        ] = None,
+        state: Annotated[
+            bool,
+            typer.Option(
+                "--state", help="Write the state-carrying (checkpoint) form: states and values."
+            ),
+        ] = False,
+    ) -> None:
+        import sys
+
+        from takler.codec import load_flow
+        from takler.ecflow.export import export_def as write_def
+
+        if path and absolute(path) != "/":
+            name = absolute(path).strip("/").split("/")[0]
+            dumps = [conn.call("show", path=f"/{name}")]
+        else:
+            dumps = conn.call("show").get("flows") or []
+        text = write_def([load_flow(data) for data in dumps], with_state=state)
+        if conn.json:
+            print_json({"def": text})
+        else:
+            sys.stdout.write(text)
+
     @client_command(app, "zombies", help="List refused child commands (zombies).")
     def zombies(conn: Conn) -> None:
         rows = conn.call("zombies")

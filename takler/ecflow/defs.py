@@ -8,6 +8,7 @@ feature and the line. :mod:`takler.ecflow.defbuild` turns the tree into
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ from takler.core.errors import DefinitionError, UnsupportedFeatureError
 from takler.ecflow.deflexer import Statement, lex
 
 if TYPE_CHECKING:
-    from takler.core.node import Flow
+    from takler.core.node import Flow, Node
 
 _NODE_ATTRS = frozenset(
     {
@@ -198,4 +199,33 @@ def flows_from_def_file(path: str | PurePath) -> list[Flow]:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         raise DefinitionError(f"{path}: cannot read: {e.strerror or e}") from None
-    return flows_from_def(text, str(path))
+    flows = flows_from_def(text, str(path))
+    folder = Path(path).resolve().parent
+    for flow in flows:
+        for node in flow.walk():
+            _resolve_folders(node, folder)
+    return flows
+
+
+#: Folder variables a relative value of which is taken from the .def's folder.
+_FOLDERS = ("ECF_HOME", "ECF_FILES", "ECF_INCLUDE", "TAKLER_HOME", "TAKLER_FILES", "TAKLER_INCLUDE")
+
+
+def _resolve_folders(node: Node, folder: Path) -> None:
+    # ecFlow would take a relative folder from the server's working directory,
+    # which is rarely what a suite written next to its scripts means.
+    for name in _FOLDERS:
+        value = node.parameters.get(name)
+        if not isinstance(value, str) or not value:
+            continue
+        parts = value.split(":") if name.endswith("INCLUDE") else [value]
+        fixed = ":".join(_absolute(part, folder) for part in parts)
+        if fixed != value:
+            node.set_parameter(name, fixed)
+
+
+def _absolute(part: str, folder: Path) -> str:
+    # A value built from variables (%ECF_HOME%/x, $HOME/x, ~/x) is left alone.
+    if not part or part[0] in "/%$~" or "%" in part:
+        return part
+    return os.path.normpath(folder / part)

@@ -14,8 +14,9 @@ or ``%ecfmicro`` changes it):
 
 Everywhere else ``%VAR%`` is replaced by the variable's value,
 ``%VAR:default%`` by the value or ``default``, and ``%%`` by ``%``. An
-undefined variable, an unpaired ``%`` or a missing include stops with a
-:class:`ScriptError` naming the file and line.
+undefined variable, an unpaired ``%`` (outside a shell comment: ``# 50%`` is
+text, as in ecFlow) or a missing include stops with a :class:`ScriptError`
+naming the file and line.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ def substitute(text: str, variables: Mapping[str, str], micro: str = "%") -> str
             continue
         end = text.find(micro, start + 1)
         if end == -1:
+            if "#" in text[:start]:
+                # As ecFlow: a lone micro character in a shell comment is text.
+                out.append(text[start:])
+                return "".join(out)
             raise ScriptError(f"unpaired {micro} at column {start + 1}")
         name, sep, default = text[start + 1 : end].partition(":")
         value = variables.get(name)

@@ -36,6 +36,8 @@ ECF_TO_TAKLER: dict[str, str] = {
     "ECF_HOST": "TAKLER_HOST",
     "ECF_NODE": "TAKLER_HOST",
     "ECF_PORT": "TAKLER_PORT",
+    # head.h files put %ECF_VERSION%'s bin folder on PATH; takler's shim still wins
+    "ECF_VERSION": "TAKLER_VERSION",
     # generated on the suite (flow)
     "ECF_DATE": "TAKLER_DATE",
     "ECF_JULIAN": "TAKLER_JULIAN",

@@ -2,13 +2,15 @@
 
 Each submitted job gets one watcher task with its own cancel scope. The
 submission (new try number and password) is durable before the job starts,
-so a crash can never make a try run twice.
+so a crash can never make a try run twice; the job's handle is journaled as
+soon as the runner returns it, so a restarted server can adopt the job.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import shlex
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,10 @@ def handle_from_data(data: Mapping[str, Any]) -> JobHandle:
 def render_task(task: Task, variables: Mapping[str, str], bin_dir: Path) -> tuple[str, Path, Path]:
     """Render the task's script into job text. Returns (text, job file, job output).
 
+    The job finds takler's ``ecflow_client`` first: ``bin_dir`` leads its PATH
+    and a shell function of that name wins even over a head that puts a real
+    ecFlow's bin folder first (the user's own PATH is never changed).
+
     Raises:
         TaklerError: a missing script, an undefined variable, a bad include.
     """
@@ -61,10 +67,10 @@ def render_task(task: Task, variables: Mapping[str, str], bin_dir: Path) -> tupl
 
     script = Path(variables.get("TAKLER_SCRIPT", ""))
     job_out = Path(variables["TAKLER_JOBOUT"])
-    header: list[str] = []
+    directives: list[str] = []
     if variables.get("TAKLER_RUNNER", "local") == "slurm":
-        header += slurm_directives(variables, path=task.node_path, job_out=job_out)
-    header.append(f'export PATH="{bin_dir}:$PATH"')
+        directives = slurm_directives(variables, path=task.node_path, job_out=job_out)
+    shim = _shim_lines(bin_dir)
     ecf = _ecf_script(task, variables, script)
     if ecf is not None:
         from takler.ecflow.preprocess import preprocess_ecf
@@ -74,15 +80,25 @@ def render_task(task: Task, variables: Mapping[str, str], bin_dir: Path) -> tupl
         includes = [Path(p) for p in variables.get("ECF_INCLUDE", "").split(":") if p]
         home = variables.get("ECF_HOME") or variables.get("TAKLER_HOME")
         text = preprocess_ecf(ecf, variables, includes, Path(home) if home else None)
-        text = _insert_header(text, header)
+        text = _insert_header(text, directives, shim)
     else:
         includes = [Path(p) for p in variables.get("TAKLER_INCLUDE", "").split(":") if p]
-        text = render_job(script, variables, includes, header)
+        text = render_job(script, variables, includes, [*directives, *shim])
     return text, Path(variables["TAKLER_JOB"]), job_out
 
 
+def _shim_lines(bin_dir: Path) -> list[str]:
+    client = shlex.quote(str(bin_dir / "ecflow_client"))
+    return [
+        f'export PATH="{bin_dir}:$PATH"',
+        f'ecflow_client() {{ {client} "$@"; }}',
+        '[ -z "${BASH_VERSION:-}" ] || export -f ecflow_client',
+    ]
+
+
 def _ecf_script(task: Task, variables: Mapping[str, str], script: Path) -> Path | None:
-    if script.suffix == ".ecf":
+    extension = variables.get("ECF_EXTN") or ".ecf"
+    if script.suffix in (".ecf", extension):
         return script
     if script.exists() or not any(k.startswith("ECF_") for k in variables):
         return None
@@ -91,10 +107,16 @@ def _ecf_script(task: Task, variables: Mapping[str, str], script: Path) -> Path 
     return find_ecf_script(task.node_path, variables)
 
 
-def _insert_header(text: str, header: list[str]) -> str:
+def _insert_header(text: str, directives: list[str], shim: list[str]) -> str:
+    # Batch directives follow the shebang; the shim goes after the script's own
+    # leading comments, where its #SBATCH/#PBS lines are, or the batch system
+    # would stop reading them at the shim's first command.
     lines = text.split("\n")
     at = 1 if lines and lines[0].startswith("#!") else 0
-    return "\n".join(lines[:at] + header + lines[at:])
+    end = at
+    while end < len(lines) and (not lines[end].strip() or lines[end].lstrip().startswith("#")):
+        end += 1
+    return "\n".join(lines[:at] + directives + lines[at:end] + shim + lines[end:])
 
 
 @attrs.define
@@ -117,7 +139,8 @@ class Jobs:
         runners: runner name -> runner.
         commit: the server's commit (durable, then published).
         bin_dir: folder put first on jobs' PATH (takler's ``ecflow_client``).
-        history: callbacks to record submissions and their ends.
+        on_history: notes a job-history event (``submit``, ``end``) for the
+            next commit.
     """
 
     def __init__(
@@ -125,7 +148,7 @@ class Jobs:
         runners: Mapping[str, Runner],
         commit: Callable[[], Awaitable[None]],
         bin_dir: Path,
-        on_history: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
+        on_history: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.runners = runners
         self._commit = commit
@@ -193,10 +216,10 @@ class Jobs:
             except TaklerError as e:
                 if self._current(task, watch):
                     log.warning("%s: submission failed: %s", task.node_path, e)
-                    await self._on_history("end", {"path": task.node_path, "tryno": watch.tryno,
-                                             "exit": "submit_failed", "reason": str(e)})  # fmt: skip
+                    self._on_history("end", {"path": task.node_path, "tryno": watch.tryno,
+                                       "exit": "submit_failed", "reason": str(e)})  # fmt: skip
                     ops.abort(task, f"submission failed: {e}")
-                    await self._commit()
+                    await self._save()
                 self._forget(watch)
                 return
             await self._watch(task, watch, handle)
@@ -216,15 +239,21 @@ class Jobs:
             from takler.runners.base import SubmitError
 
             raise SubmitError(f"cannot write job file {job_file}: {e.strerror or e}") from None
+        if any(name.startswith("ECF_") for name in variables):
+            from takler.ecflow.variables import ecflow_aliases
+
+            # An ECF_JOB_CMD names %ECF_JOB%, %ECF_JOBOUT%...: give the runner them.
+            variables = ecflow_aliases(variables)
         spec = JobSpec(task.node_path, job_file, job_out, watch.tryno, variables)
         handle = await runner.submit(spec)
         watch.handle = handle
-        data = handle_to_data(handle)
-        await self._on_history("submit", {"path": task.node_path, "tryno": watch.tryno,
-                                    "runner": handle.runner, "rid": handle.rid})  # fmt: skip
+        # Journaled before any await, so no commit can make the job's init
+        # durable without its handle.
         if self._current(task, watch):
-            ops.record_job(task, handle.rid, data)
-            await self._commit()
+            ops.record_job(task, handle.rid, handle_to_data(handle))
+        self._on_history("submit", {"path": task.node_path, "tryno": watch.tryno,
+                                    "runner": handle.runner, "rid": handle.rid})  # fmt: skip
+        await self._save()
         log.info("%s: submitted try %d (%s %s)", task.node_path, watch.tryno, handle.runner, handle.rid)
         return handle
 
@@ -232,8 +261,10 @@ class Jobs:
         with watch.scope:
             if watch.handle is None:
                 if self._current(task, watch):
-                    ops.abort(task, "the server stopped before the job was started")
-                    await self._commit()
+                    reason = "the server stopped before the job was started"
+                    log.warning("%s: try %d aborted: %s", task.node_path, watch.tryno, reason)
+                    ops.abort(task, reason)
+                    await self._save()
                 self._forget(watch)
                 return
             log.info("%s: re-adopting job %s (%s)", task.node_path, watch.handle.rid, watch.handle.runner)
@@ -245,25 +276,36 @@ class Jobs:
             exit = JobExit("lost", None, None, f"no runner {handle.runner!r} to watch the job")
         else:
             exit = await runner.wait(handle)
-        await self._on_history("end", {"path": task.node_path, "tryno": watch.tryno,
-                                 "exit": exit.status, "code": exit.code, "reason": exit.reason})  # fmt: skip
+        self._on_history("end", {"path": task.node_path, "tryno": watch.tryno,
+                           "exit": exit.status, "code": exit.code, "reason": exit.reason})  # fmt: skip
         if self._current(task, watch):
             reason = exit.reason
-            if exit.status == "exited":
+            if exit.status == "exited" and exit.code is not None:
                 reason = f"job exited without reporting complete (code {exit.code})"
-            elif exit.status == "killed" or watch.killing:
+            elif exit.status == "exited":
+                reason = f"job ended without reporting complete ({exit.reason})"
+            elif watch.killing and exit.status != "killed":
+                # Runners word their own "killed" reasons; others ended under our kill.
                 reason = f"killed by takler ({exit.reason})"
             log.warning("%s: try %d aborted: %s", task.node_path, watch.tryno, reason)
             ops.abort(task, reason)
-            await self._commit()
+        await self._save()
         self._forget(watch)
+
+    async def _save(self) -> None:
+        """Commit; a store that fails keeps the changes queued (the server is
+        read-only until it can write them), which is no reason to drop the job."""
+        try:
+            await self._commit()
+        except TaklerError as e:
+            log.error("not yet durable: %s", e)
 
     def _forget(self, watch: JobWatch) -> None:
         if self.watches.get(watch.task_path) is watch:
             del self.watches[watch.task_path]
 
 
-async def _no_history(event: str, data: dict[str, Any]) -> None:
+def _no_history(event: str, data: dict[str, Any]) -> None:
     return None
 
 
