@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from takler.core import ops
+from takler.core.change import Change, ChangeKind
 from takler.core.errors import TaklerError
 from takler.core.node import Task
 from takler.core.params import variables_for_job
@@ -28,6 +29,8 @@ from takler.runners.base import JobExit, JobHandle, JobSpec, Runner
 log = logging.getLogger("takler.jobs")
 
 _RUNNING = (NodeStatus.submitted, NodeStatus.active)
+#: ends a job cannot tell itself, only the runner can
+_UNTOLD = frozenset({"timeout", "node_fail", "cancelled", "killed"})
 
 
 def new_password() -> str:
@@ -139,8 +142,8 @@ class Jobs:
         runners: runner name -> runner.
         commit: the server's commit (durable, then published).
         bin_dir: folder put first on jobs' PATH (takler's ``ecflow_client``).
-        on_history: notes a job-history event (``submit``, ``end``) for the
-            next commit.
+        on_history: notes a job-history event (``submit``, ``submit_failed``,
+            ``end``) for the next commit.
     """
 
     def __init__(
@@ -177,8 +180,10 @@ class Jobs:
             return
         watch = JobWatch(task.node_path, task.tryno, task.password)
         old = self.watches.get(task.node_path)
-        if old is not None:
-            old.scope.cancel()
+        if old is not None and old.handle is None:
+            old.scope.cancel()  # a stale try not submitted yet: never start it
+        # A stale job already running keeps its watcher: it reaps the process
+        # and records its end, and changes nothing, being no longer current.
         self.watches[task.node_path] = watch
         self._nursery.start_soon(self._lifecycle, task, watch)
 
@@ -216,9 +221,9 @@ class Jobs:
             except TaklerError as e:
                 if self._current(task, watch):
                     log.warning("%s: submission failed: %s", task.node_path, e)
-                    self._on_history("end", {"path": task.node_path, "tryno": watch.tryno,
+                    self._on_history("submit_failed", {"path": task.node_path, "tryno": watch.tryno,
                                        "exit": "submit_failed", "reason": str(e)})  # fmt: skip
-                    ops.abort(task, f"submission failed: {e}")
+                    _abort(task, f"submission failed: {e}")
                     await self._save()
                 self._forget(watch)
                 return
@@ -263,7 +268,7 @@ class Jobs:
                 if self._current(task, watch):
                     reason = "the server stopped before the job was started"
                     log.warning("%s: try %d aborted: %s", task.node_path, watch.tryno, reason)
-                    ops.abort(task, reason)
+                    _abort(task, reason)
                     await self._save()
                 self._forget(watch)
                 return
@@ -276,7 +281,7 @@ class Jobs:
             exit = JobExit("lost", None, None, f"no runner {handle.runner!r} to watch the job")
         else:
             exit = await runner.wait(handle)
-        self._on_history("end", {"path": task.node_path, "tryno": watch.tryno,
+        self._on_history("end", {"path": task.node_path, "tryno": watch.tryno, "rid": handle.rid,
                            "exit": exit.status, "code": exit.code, "reason": exit.reason})  # fmt: skip
         if self._current(task, watch):
             reason = exit.reason
@@ -288,9 +293,32 @@ class Jobs:
                 # Runners word their own "killed" reasons; others ended under our kill.
                 reason = f"killed by takler ({exit.reason})"
             log.warning("%s: try %d aborted: %s", task.node_path, watch.tryno, reason)
-            ops.abort(task, reason)
-        await self._save()
+            _abort(task, reason)
+        elif self._aborted_itself(task, watch, exit):
+            # A job stopped by a time limit or a cancel aborts on the signal
+            # before the batch system says why: put that first.
+            reason = f"{exit.reason}; the job said: {task.reason}"
+            log.warning("%s: try %d: %s", task.node_path, watch.tryno, exit.reason)
+            task.reason = reason
+            # The wire form of a reason update: the live view reads it from a
+            # submission change; the store writes the task's row again.
+            task._commit([Change(task.node_path, ChangeKind.submission, "reason", None,
+                                 {"reason": reason})])  # fmt: skip
+        # Gone before the commit tells everyone that the job ended.
         self._forget(watch)
+        await self._save()
+
+    def _aborted_itself(self, task: Task, watch: JobWatch, exit: JobExit) -> bool:
+        """This try's job aborted the task, and the runner knows an end it could not name."""
+        return (
+            exit.status in _UNTOLD
+            and self.watches.get(watch.task_path) is watch
+            and task.status is NodeStatus.aborted
+            and task.password == watch.password
+            and task.tryno == watch.tryno
+            and bool(task.reason)
+            and exit.reason not in (task.reason or "")
+        )
 
     async def _save(self) -> None:
         """Commit; a store that fails keeps the changes queued (the server is
@@ -303,6 +331,14 @@ class Jobs:
     def _forget(self, watch: JobWatch) -> None:
         if self.watches.get(watch.task_path) is watch:
             del self.watches[watch.task_path]
+
+
+def _abort(task: Task, reason: str) -> None:
+    from takler.server.scheduler import hidden_statuses, note_hidden_statuses
+
+    hidden = hidden_statuses(task)
+    ops.abort(task, reason)
+    note_hidden_statuses(hidden)
 
 
 def _no_history(event: str, data: dict[str, Any]) -> None:

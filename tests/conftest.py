@@ -1,4 +1,4 @@
-"""Fixtures for the runner tests: a reachable Slurm cluster, or a clear skip."""
+"""Fixtures shared by the test folders: a reachable Slurm cluster, or a clear skip."""
 
 from __future__ import annotations
 
