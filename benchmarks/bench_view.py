@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+
 from takler_cli.view import render
 from takler_cli.viewmodel import ViewModel
 

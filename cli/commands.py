@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+
 from takler_cli.complete import complete_path
 from takler_cli.connect import Conn, client_command
 from takler_cli.output import EXIT_USAGE, CliExit, print_json, print_table
@@ -341,8 +343,11 @@ def register(app: typer.Typer) -> None:
         if file is None:
             print_json(data)
             return
-        file.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
-        file.chmod(0o600)  # it holds job passwords
+        # It holds job passwords: private from the first byte.
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), 0o600)  # an existing file keeps its mode otherwise
+            out.write(json.dumps(data, indent=1, default=str) + "\n")
         print(f"checkpoint written to {file}")
 
     for verb, helptext in (
@@ -411,9 +416,8 @@ def _typed(kind: AlterKind, value: str | None) -> Any:
 
 def _definitions(conn: Conn, file: Path) -> list[dict[str, Any]]:
     """The flows of ``file`` as definition data: the server never runs client code."""
-    from takler_cli.flowfile import load_flows
-
     from takler.codec import dump_node
+    from takler_cli.flowfile import load_flows
 
     flows = load_flows(file, home=conn.home)
     return [dump_node(f, state=False) for f in flows]

@@ -14,6 +14,7 @@ COMPLETION_TIMEOUT = 2.0
 def complete_path(ctx: typer.Context, incomplete: str) -> list[str]:
     """Node paths starting with ``incomplete``, from the server the command line names."""
     import trio
+
     from takler_cli.connect import Conn
 
     params = ctx.params

@@ -16,9 +16,9 @@ from typing import Annotated, Any
 import attrs
 import trio
 import typer
-from takler_cli.output import EXIT_SERVER_ERROR, CliExit, describe, error_line, exit_code_for
 
 from takler.core.errors import TaklerError
+from takler_cli.output import EXIT_SERVER_ERROR, CliExit, describe, error_line, exit_code_for
 
 #: how long a command waits for the server to answer
 CALL_TIMEOUT = 30.0

@@ -17,6 +17,7 @@ _app: "typer.Typer | None" = None
 def make_app() -> "typer.Typer":
     """The typer application with every command but ``child``."""
     import typer
+
     from takler_cli import commands, serve, watch
 
     app = typer.Typer(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import trio
 import typer
 from rich.console import Console
+
 from takler_cli.connect import run_guarded
 from takler_cli.output import EXIT_USAGE, CliExit
 
@@ -53,24 +54,32 @@ def register(app: typer.Typer) -> None:
         ] = None,
         certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
         keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+        cafile: Annotated[
+            Path | None,
+            typer.Option(
+                help="CA certificate that jobs and local clients trust (default: the certfile)."
+            ),
+        ] = None,
         log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
         view: Annotated[
             bool, typer.Option("--view", help="Show the live view in this terminal.")
         ] = False,
     ) -> None:
         def body() -> int:
-            from takler_cli.flowfile import load_flows
-
             from takler.server import TaklerServer
+            from takler_cli.flowfile import load_flows
 
             if (certfile is None) != (keyfile is None):
                 raise CliExit(EXIT_USAGE, "takler serve: --certfile and --keyfile go together")
+            if cafile is not None and certfile is None:
+                raise CliExit(EXIT_USAGE, "takler serve: --cafile needs --certfile")
             server = TaklerServer(
                 host,
                 port,
                 home,
                 certfile=certfile,
                 keyfile=keyfile,
+                job_cafile=cafile,
                 fresh=fresh,
                 restore=restore,
                 log_level=log_level,
@@ -192,10 +201,9 @@ def run_demo(view: bool | None, keep: bool) -> int:
 
 
 def _print_final(server: Any) -> None:
+    from takler.codec import dump_bunch
     from takler_cli.view import render
     from takler_cli.viewmodel import ViewModel
-
-    from takler.codec import dump_bunch
 
     model = ViewModel()
     model.apply_snapshot(dump_bunch(server.bunch), time.time())

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from rich.text import Text
+
 from takler_cli.view import STATE_COLOURS, state_style
 
 _ORIGIN = {"user": "user", "generated": "generated", "inherited": "inherited", "server": "server"}

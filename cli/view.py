@@ -21,6 +21,7 @@ from rich.rule import Rule
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
+
 from takler_cli.viewmodel import STATES, ViewEvent, ViewModel, VNode
 
 __all__ = ["STATE_COLOURS", "Row", "ViewModel", "format_age", "render", "select_rows"]

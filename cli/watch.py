@@ -16,6 +16,7 @@ import trio
 import typer
 from rich.console import Console
 from rich.live import Live
+
 from takler_cli.commands import OptPathArg, absolute
 from takler_cli.connect import Conn, client_command, unwrap
 from takler_cli.output import EXIT_UNREACHABLE, CliExit

@@ -294,9 +294,13 @@ async def open_client(
 
 def _ssl_context(cafile: str | None) -> ssl.SSLContext:
     try:
-        return ssl.create_default_context(cafile=cafile)
+        context = ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError) as exc:
         raise UnreachableError(f"cannot load CA file {cafile}: {exc}") from None
+    if cafile:
+        # Trust anything the file holds, the server's own certificate too (as curl does).
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
 
 
 async def _open_stream(

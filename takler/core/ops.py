@@ -9,6 +9,7 @@ Operations either apply whole or raise before changing anything.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 
 from takler.core.change import Change, ChangeKind
 from takler.core.errors import StateError, ZombieError
@@ -306,7 +307,11 @@ def check_child(task: Task, password: str | None, tryno: int | None) -> None:
     """
     if not isinstance(task, Task):
         raise ZombieError(f"{task.node_path} is not a task")
-    if task.password is None or password != task.password:
+    if (
+        task.password is None
+        or not isinstance(password, str)
+        or not hmac.compare_digest(password.encode(), task.password.encode())
+    ):
         raise ZombieError(f"{task.node_path}: password does not match the current job")
     if tryno != task.tryno:
         raise ZombieError(

@@ -17,8 +17,6 @@ def _task_reasons(task: Task, now: dt.datetime) -> list[str]:
     if status is NodeStatus.unknown:
         if task.flow.begun:
             out.append(f"{task.node_path} is unknown (added after begin): requeue it")
-        else:
-            out.append(f"{task.node_path} is unknown: its flow has not been begun")
     elif status is not NodeStatus.queued:
         if status is NodeStatus.aborted:
             out.append(

@@ -26,7 +26,9 @@ def alter(bunch: Bunch, node: Node, args: dict[str, Any]) -> None:
     Raises:
         InvalidValueError: unknown action or kind, or a bad value (nothing changed).
     """
-    action = args.get("action", "change")
+    action = args.get("action")
+    if action is None:  # not given, or null
+        action = "change"
     kind = args.get("kind")
     name = args.get("name")
     value = args.get("value")

@@ -103,13 +103,11 @@ def check(identity: Identity, command_role: str) -> None:
 def audit(identity: Identity, command: str, args: Any, outcome: str) -> None:
     """One line in the ``takler.audit`` log: who, what, where, and the outcome."""
     path = args.get("path") if isinstance(args, dict) else None
-    audit_log.info(
-        "%s %s %s %s",
-        identity.name,
-        command,
-        path if isinstance(path, str) else "-",
-        outcome,
-    )
+    shown = path if isinstance(path, str) else "-"
+    if not shown or not shown.isprintable() or " " in shown:
+        # Quoted, so a crafted path cannot forge audit lines or fields.
+        shown = repr(shown)
+    audit_log.info("%s %s %s %s", identity.name, command, shown[:300], outcome)
 
 
 class Auth:
@@ -238,10 +236,16 @@ def write_server_file(
     pid: int,
     version: str,
     tls: bool,
+    cafile: str | None = None,
 ) -> Path:
-    """Write ``<home>/server.json`` (mode 0600) for local clients to find the server."""
+    """Write ``<home>/server.json`` (mode 0600) for local clients to find the server.
+
+    ``cafile`` is what clients should trust under TLS (the jobs' CA file).
+    """
     path = Path(home) / SERVER_FILE
     data = {"host": host, "port": port, "token": token, "pid": pid, "version": version, "tls": tls}
+    if cafile is not None:
+        data["cafile"] = cafile
     _write_private(path, data)
     return path
 

@@ -12,8 +12,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 import takler
 from takler.core import ops
 from takler.core.errors import (
@@ -25,6 +23,14 @@ from takler.core.errors import (
 )
 from takler.core.node import Family, Flow, Node, Task
 from takler.core.status import NodeStatus
+from takler.protocol import ServiceUnavailable
+from takler.server.scheduler import (
+    hidden_statuses,
+    note_hidden_statuses,
+    note_latches,
+    note_time_resets,
+    unlatched_times,
+)
 
 if TYPE_CHECKING:
     from takler.server.server import TaklerServer
@@ -87,9 +93,7 @@ class Dispatcher:
         if not isinstance(args, dict):
             raise InvalidValueError("args must be an object")
         if command in _MUTATING:
-            from takler.server.server import refuse_if_read_only
-
-            refuse_if_read_only(self.server)
+            await self.server.check_writable()
         self.server.bunch.now = self.server.now()
         try:
             result = await handler(args)
@@ -105,8 +109,6 @@ class Dispatcher:
             ZombieError: not from the task's current job (logged, never applied).
             TaklerError: malformed or unknown task.
         """
-        from takler.protocol import ServiceUnavailable
-
         server = self.server
         if server.state.value == "halted":
             raise ServiceUnavailable("the server is halted: retry later")
@@ -134,8 +136,19 @@ class Dispatcher:
         if command == "wait":
             return await self._child_wait(node, _arg(args, "expression"))
         assert handler is not None
-        handler(node, args)
-        await server.commit()
+        try:
+            # The job retries on "unavailable" until the store can be written.
+            await server.check_writable()
+            if command == "init" and node.status is NodeStatus.submitted:
+                self.record_history("start", {"path": path, "tryno": node.tryno, "rid": node.rid})
+            hidden = hidden_statuses(node)
+            handler(node, args)
+            note_hidden_statuses(hidden)
+            await server.commit()
+        except TaklerError as e:
+            if getattr(e, "code", None) == "read_only_store":
+                raise ServiceUnavailable(f"{e}: retry later") from None
+            raise
         return None
 
     def _zombie(self, path: str, tryno: Any, command: str, reason: str) -> None:
@@ -195,18 +208,20 @@ class Dispatcher:
         data["server"] = {"state": self.server.state.value}
         return data
 
-    async def record_history(self, event: str, data: dict[str, Any]) -> None:
-        store = self.server.store
-        if store is None:
-            return
-        now = self.server.now().isoformat()
-        try:
-            if event == "submit":
-                await self.server.store_call(store.add_history, submitted_at=now, **data)
-            else:
-                await self.server.store_call(store.update_history, ended_at=now, **data)
-        except TaklerError as e:
-            log.error("history: %s", e)
+    def record_history(self, event: str, data: dict[str, Any]) -> None:
+        """Note a job's ``submit``, ``start``, ``end`` or ``submit_failed``
+        (``data``: path, tryno, rid and columns); the next commit writes it."""
+        fields = dict(data)
+        path, tryno = fields.pop("path"), fields.pop("tryno")
+        now = self.server.now()
+        if event == "submit":
+            self.server.note_history("add", path, tryno, submitted_at=now, **fields)
+        elif event == "submit_failed":
+            self.server.note_history("add", path, tryno, submitted_at=now, ended_at=now, **fields)
+        elif event == "start":
+            self.server.note_history("update", path, tryno, started_at=now, **fields)
+        else:
+            self.server.note_history("update", path, tryno, ended_at=now, **fields)
 
     # ---------------------------------------------------------------- read commands
 
@@ -242,7 +257,9 @@ class Dispatcher:
         from takler.core.why import why
 
         node = self._node(args)
+        unlatched = unlatched_times(node)
         reasons = why(node, self.server.now(), self.server.state.value)
+        note_latches(self.server.bunch, unlatched)
         if self.server.read_only_reason:
             reasons.insert(0, f"the store cannot be written: {self.server.read_only_reason}")
         return {"path": node.node_path, "state": node.state.value, "reasons": reasons}
@@ -271,16 +288,21 @@ class Dispatcher:
         node = self._node(args)
         if not isinstance(node, Flow):
             raise InvalidValueError(f"{node.node_path} is not a flow: begin takes a flow")
+        hidden = hidden_statuses(node)
         ops.begin(node, force=_arg(args, "force", bool, False))
+        note_hidden_statuses(hidden)
         return None
 
     async def cmd_requeue(self, args: dict[str, Any]) -> Any:
         node = self._node(args)
+        hidden = hidden_statuses(node)
         ops.requeue(
             node,
             reset_repeats=_arg(args, "reset_repeats", bool, False),
             force=_arg(args, "force", bool, False),
         )
+        note_hidden_statuses(hidden)
+        note_time_resets(node)
         return None
 
     async def cmd_suspend(self, args: dict[str, Any]) -> Any:
@@ -316,7 +338,11 @@ class Dispatcher:
             node.set_event(name, state.endswith("set"))
             return None
         node = self.server.bunch.find_node(path)
+        hidden = hidden_statuses(node)
         ops.force(node, state, recursive=_arg(args, "recursive", bool, False))
+        note_hidden_statuses(hidden)
+        if state == "queued":
+            note_time_resets(node)
         return None
 
     async def cmd_kill(self, args: dict[str, Any]) -> Any:
@@ -384,7 +410,14 @@ class Dispatcher:
         return {"loaded": names}
 
     async def cmd_replace(self, args: dict[str, Any]) -> Any:
+        path = _arg(args, "path")
         data = _arg(args, "flow", dict)
+        name = path.strip("/")
+        if not name or "/" in name:
+            raise InvalidValueError(f"replace takes the path of a flow, not {path!r}")
+        if data.get("name") != name:
+            # Otherwise a request naming one flow could replace another.
+            raise InvalidValueError(f"replace {path}: the flow given is not named {name!r}")
         return await self.cmd_load({"flows": [data], "replace": True})
 
     # ---------------------------------------------------------------- server commands
@@ -392,9 +425,8 @@ class Dispatcher:
     async def _set_state(self, state: str) -> Any:
         from takler.server.server import ServerState
 
+        # The change is saved by execute()'s commit, before the reply.
         self.server.set_state(ServerState(state))
-        if self.server.store is not None:
-            await self.server.store_call(self.server.store.put_kv, "server_state", state)
         return {"server_state": state}
 
     async def cmd_shutdown(self, args: dict[str, Any]) -> Any:

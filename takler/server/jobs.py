@@ -185,7 +185,11 @@ class Jobs:
         # A stale job already running keeps its watcher: it reaps the process
         # and records its end, and changes nothing, being no longer current.
         self.watches[task.node_path] = watch
-        self._nursery.start_soon(self._lifecycle, task, watch)
+        try:
+            self._nursery.start_soon(self._lifecycle, task, watch)
+        except RuntimeError:  # closed: the server stops and run() has not returned yet
+            self._forget(watch)
+            log.info("%s: not started, the server is stopping", task.node_path)
 
     def adopt(self, task: Task) -> None:
         """Watch again a job started by an earlier server (restart)."""

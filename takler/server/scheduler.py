@@ -6,6 +6,12 @@ the bunch's dependency index (and each limit's waiting list); the scheduler
 task then wakes, looks only at those candidates and submits what is free. Time
 attributes and late limits put deadlines on a heap; the task sleeps until the
 next one or the next change, whichever comes first.
+
+Some state changes without a Change naming it: evaluating a time attribute
+latches ``free``, a requeue re-arms it, and a suspended task's status changes
+behind its display state (still ``suspended``). The store writes only the
+nodes that changes name, so :func:`note_latches`, :func:`note_time_resets` and
+:func:`note_hidden_statuses` journal those for a restart to restore them.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ import heapq
 import itertools
 import math
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
 from takler.core import ops
 from takler.core.bunch import Bunch
 from takler.core.change import Change, ChangeKind
+from takler.core.errors import TaklerError
 from takler.core.limits import blocking_limits, missing_limits
 from takler.core.node import Family, Node, Task
 from takler.core.ready import complete_due, lineage, task_ready, time_deadline, time_free
@@ -28,6 +36,40 @@ from takler.core.status import NodeStatus
 
 _QUEUED = NodeStatus.queued.value
 _RUNNING = (NodeStatus.submitted.value, NodeStatus.active.value)
+
+
+def unlatched_times(node: Node) -> list[tuple[Node, Any]]:
+    """The time attributes of ``node`` and its ancestors that are not free yet."""
+    return [(n, t) for n in lineage(node) for t in n.times if not t.free]
+
+
+def note_latches(bunch: Bunch, unlatched: list[tuple[Node, Any]]) -> None:
+    """Journal the attributes of ``unlatched`` that evaluation has since latched free."""
+    paths = dict.fromkeys(n.node_path for n, t in unlatched if t.free)
+    if paths:
+        bunch._record([Change(path, ChangeKind.time, "free", False, True) for path in paths])
+
+
+def hidden_statuses(root: Node) -> dict[Task, NodeStatus]:
+    """The status of each suspended task at or below ``root``."""
+    return {t: t.status for t in root.tasks() if t.suspended}
+
+
+def note_hidden_statuses(before: dict[Task, NodeStatus]) -> None:
+    """Journal the tasks of ``before`` whose status changed while suspended, as
+    a status change of display state ``suspended`` to ``suspended``."""
+    for task, status in before.items():
+        if task.status is not status and task.bunch is not None:
+            change = Change(task.node_path, ChangeKind.status, None, "suspended", "suspended")
+            task.bunch._record([change])
+
+
+def note_time_resets(root: Node) -> None:
+    """Journal the time attributes a requeue of ``root`` re-armed."""
+    bunch = root.bunch
+    if bunch is not None:
+        changes = [Change(n.node_path, ChangeKind.time, "reset") for n in root.walk() if n.times]
+        bunch._record(changes)
 
 
 class Scheduler:
@@ -62,6 +104,7 @@ class Scheduler:
         self._deadline_of: dict[tuple[str, str], dt.datetime] = {}
         self._seq = itertools.count()
         self._poke = trio.Event()
+        self._held: list[Task] = []
         #: counters for benchmarks and `ping`
         self.steps = 0
         self.submitted = 0
@@ -194,9 +237,17 @@ class Scheduler:
                 self._consider(node, now, chosen)
         for owner_path, name in limits:
             self._drain_limit(owner_path, name, now, chosen)
-        await self._commit()
+        self._held += chosen
+        try:
+            await self._commit()
+        except TaklerError:
+            # Not durable: the jobs start once a later commit writes their
+            # submissions (the server is read-only until then).
+            return
+        chosen, self._held = self._held, []
         for task in chosen:
-            self._submit(task)
+            if task.status is NodeStatus.submitted and task.job is None:
+                self._submit(task)
 
     def _consider(self, task: Task, now: dt.datetime, chosen: list[Task]) -> None:
         self.considered += 1
@@ -205,13 +256,18 @@ class Scheduler:
         if task.complete_expr is not None and complete_due(task):
             ops.set_complete_by_expression(task, now)
             return
+        unlatched = unlatched_times(task)
         if not task_ready(task, now):
             for node in lineage(task):
                 if node.times and not time_free(node, now):
                     when = time_deadline(node, now)
                     if when is not None:
                         self._push_deadline(when, node.node_path, "time")
+            if unlatched:
+                note_latches(self.bunch, unlatched)
             return
+        if unlatched:
+            note_latches(self.bunch, unlatched)
         blocked = blocking_limits(task)
         if blocked:
             for _, limit, _ in blocked:

@@ -109,7 +109,12 @@ class TaklerServer:
         self._cancel_scope: trio.CancelScope | None = None
         self._changed: trio.Event | None = None
         self._store_lock: trio.Lock | None = None
-        self._pending_batches: list[Any] = []
+        # Group commit: batches prepared but not yet durable, oldest first, and
+        # how many batches were ever prepared and written.
+        self._queued: list[Any] = []
+        self._prepared = 0
+        self._written = 0
+        self._history: list[Any] = []
         self._guest: Any = None
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self.store: Any = None
@@ -135,18 +140,34 @@ class TaklerServer:
     def add_flows(self, flows: Iterable[Flow], begin: bool = False) -> None:
         """Add flows; one already restored from the store keeps its stored state.
 
-        Before :meth:`start` the flows wait until the store is restored.
+        Before :meth:`start` the flows wait until the store is restored; after
+        it, the scheduler's next step commits them.
         """
         for flow in flows:
             if self._started:
                 self._add_flow_now(flow, begin)
             else:
                 self._pending_flows.append((flow, begin))
+        if self._started and self.scheduler is not None:
+            self.scheduler.poke()
 
     def _add_flow_now(self, flow: Flow, begin: bool) -> None:
         existing = self.bunch.flows.get(flow.name)
         if existing is not None and existing is not flow:
-            log.info("flow %s: keeping the stored state (use --fresh to start over)", flow.name)
+            from takler.codec import dump_node
+
+            if dump_node(existing, state=False) != dump_node(flow, state=False):
+                log.warning(
+                    "flow %s: its definition differs from the stored flow's; keeping the stored"
+                    " flow and its state (`takler replace` loads the new definition, --fresh"
+                    " starts over)",
+                    flow.name,
+                )
+            else:
+                log.info("flow %s: keeping the stored state (use --fresh to start over)", flow.name)
+            return
+        if existing is None and self.read_only_reason is not None:
+            log.error("flow %s not added: the store cannot be written", flow.name)
             return
         if existing is None:
             self.bunch.add_flow(flow)
@@ -157,44 +178,103 @@ class TaklerServer:
     # ---------------------------------------------------------------- commit
 
     async def commit(self) -> None:
-        """Make every change in the journal durable, then tell the scheduler,
-        subscribers and waiting child commands. Returns once durable.
+        """Make every change in the journal (and the job history noted since)
+        durable, then tell the scheduler, subscribers and waiting child
+        commands. Returns once durable.
 
         Raises:
-            StoreError: the store could not write (the server turns read-only).
+            StoreError: the store could not write; the server turns read-only
+                and the changes stay queued for the next write that succeeds.
         """
         changes = self.bunch.drain()
-        if not changes:
+        history, self._history = self._history, []
+        # With nothing new, batches that a cancelled writer left queued are still
+        # written; those of a failing store wait for check_writable().
+        if not changes and not history and (not self._queued or self.read_only_reason):
             return
-        if self.scheduler is not None:
+        if self.scheduler is not None and changes:
             self.scheduler.notice(changes)
-        if self.store is not None:
-            await self._persist(changes)
-        if self.hub is not None:
-            self.hub.publish(changes, self.state.value)
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = trio.Event()
+        try:
+            if self.store is not None:
+                await self._persist(changes, history)
+        finally:
+            # Published even when the store failed: they are in the model, which
+            # `show` reports, and the read-only flag says they are not durable.
+            if self.hub is not None and changes:
+                self.hub.publish(changes, self.state.value)
+            if self._changed is not None:
+                self._changed.set()
+                self._changed = trio.Event()
         if self._until_complete:
             self._check_until_complete()
 
-    async def _persist(self, changes: list[Change]) -> None:
-        # Group commit: whoever holds the lock writes every batch queued so far.
-        batch = self.store.prepare(self.bunch, changes)
-        self._pending_batches.append(batch)
+    def note_history(
+        self, action: str, path: str, tryno: int, rid: str | None = None, **fields: Any
+    ) -> None:
+        """Queue a job-history write (:class:`~takler.server.store.HistoryOp`)
+        for the next commit, which writes it in the same transaction."""
+        from takler.server.store import HistoryOp
+
+        if self.store is not None:
+            if action == "add":
+                fields["rid"] = rid
+                rid = None
+            self._history.append(HistoryOp(action, path, tryno, fields, rid))
+
+    async def _persist(self, changes: list[Change], history: list[Any]) -> None:
+        # Group commit: whoever holds the lock writes every batch queued so far,
+        # ours included; a failed write leaves them queued for the next writer.
+        self._queued.append(self.store.prepare(self.bunch, changes, history=history))
+        self._prepared += 1
+        mine = self._prepared
         assert self._store_lock is not None
         async with self._store_lock:
-            if not self._pending_batches or batch not in self._pending_batches:
-                return
-            batches, self._pending_batches = self._pending_batches, []
-            try:
-                await trio.to_thread.run_sync(self.store.write, batches)
-            except TaklerError as e:
-                self.read_only_reason = str(e)
-                log.error("store: %s; refusing changes until fixed", e)
-                raise
-            if self.read_only_reason:
-                self.read_only_reason = None
+            if self._written < mine:
+                await self._write_queued()
+
+    async def _write_queued(self) -> None:
+        batches, self._queued = self._queued, []
+        try:
+            await trio.to_thread.run_sync(self.store.write, batches)
+        except BaseException as e:
+            self._queued[:0] = batches
+            if isinstance(e, TaklerError):
+                self._store_failed(e)
+            raise
+        self._written += len(batches)
+        if self.read_only_reason is not None:
+            self._store_recovered()
+
+    def _store_failed(self, error: TaklerError) -> None:
+        if self.read_only_reason is None:  # the first cause is the one to tell
+            log.error("store: %s; refusing changes until it can be written", error)
+            self.read_only_reason = str(error)
+
+    def _store_recovered(self) -> None:
+        log.info("store: writable again; accepting changes")
+        self.read_only_reason = None
+        if self.scheduler is not None:
+            self.scheduler.rescan()
+
+    async def check_writable(self) -> None:
+        """Refuse (StateError, code ``read_only_store``) while the store cannot
+        be written; a store that failed is tried again first."""
+        if self.read_only_reason is None or self.store is None or self.store.read_only:
+            refuse_if_read_only(self)
+            return
+        assert self._store_lock is not None
+        async with self._store_lock:
+            if self.read_only_reason is not None:
+                try:
+                    if self._queued:
+                        await self._write_queued()
+                    else:
+                        probe = self.now().isoformat()
+                        await trio.to_thread.run_sync(self.store.put_kv, "server.probe", probe)
+                        self._store_recovered()
+                except TaklerError:
+                    pass  # still failing: refused below
+        refuse_if_read_only(self)
 
     async def store_call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking store call in a worker thread, one at a time."""
@@ -240,7 +320,8 @@ class TaklerServer:
 
         self._trio0 = trio.current_time()
         if self._wall0 is None:
-            self._wall0 = dt.datetime.now().replace(microsecond=0)
+            # Not rounded: a restarted server's clock must not run behind the last one's.
+            self._wall0 = dt.datetime.now()
         self._changed = trio.Event()
         self._store_lock = trio.Lock()
         await open_parts(self)
@@ -248,7 +329,10 @@ class TaklerServer:
         for flow, begin in self._pending_flows:
             self._add_flow_now(flow, begin)
         self._pending_flows.clear()
-        await self.commit()
+        try:
+            await self.commit()
+        except TaklerError:
+            pass  # a store that cannot write: the server serves read-only (logged, flagged)
 
     async def _run_trio(self) -> int:
         from takler.server.setup import close_parts

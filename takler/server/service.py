@@ -285,8 +285,7 @@ class Service:
                         ws, 1013, "too many connections", config.handshake_timeout
                     )
                 else:
-                    identity = self.auth.identify(head.bearer_token())
-                    await Session(self, ws, stream, identity).run()
+                    await Session(self, ws, stream, head.bearer_token()).run()
             finally:
                 if ws is not None and ws.closed is None:
                     # Cancelled: the reader is gone, so do not wait for the peer's reply.

@@ -77,13 +77,14 @@ class Session:
         service: Service,
         ws: trio_websocket.WebSocketConnection,
         stream: trio.abc.Stream,
-        identity: Identity,
+        token: str | None,
     ) -> None:
         self.service = service
         self.config = service.config
         self.ws = ws
         self.stream = stream
-        self.identity = identity
+        # The token, not the identity it gave: a revoked token stops working at once.
+        self.token = token
         self.subs: dict[int, tuple[Subscription, trio.CancelScope]] = {}
         self.waits = 0
         self._waits_done = trio.Event()
@@ -159,8 +160,7 @@ class Session:
         except ProtocolError as exc:
             await self._send(encode(Response.failure(exc.request_id, exc.code, one_line(exc))))
             return
-        auth = self.service.auth
-        identity = self.identity if req.token is None else auth.identify(req.token)
+        identity = self.service.auth.identify(self.token if req.token is None else req.token)
         if _is_wait(req):
             assert self._nursery is not None
             self.waits += 1
@@ -206,12 +206,13 @@ class Session:
         """The result, and what to do once the reply is sent."""
         args = req.args
         if req.command == "auth":
-            self.identity = self.service.auth.identify(args["token"])
-            if self.identity == ANONYMOUS:
+            self.token = args["token"]
+            identity = self.service.auth.identify(self.token)
+            if identity == ANONYMOUS:
                 raise AuthError("unknown token")
-            return {"name": self.identity.name, "role": self.identity.role}, None
+            return {"name": identity.name, "role": identity.role}, None
         if req.command == "subscribe":
-            return self._subscribe(args.get("path"))
+            return self._subscribe(args.get("path"), self.token if req.token is None else req.token)
         if req.command == "unsubscribe":
             entry = self.subs.pop(args["subscription"], None)
             if entry is None:
@@ -224,7 +225,7 @@ class Session:
             return await self.service.run_child(body), None
         return await self.service.dispatcher.execute(req.command, args, identity), None
 
-    def _subscribe(self, path: str | None) -> tuple[Any, Callable[[], None]]:
+    def _subscribe(self, path: str | None, token: str | None) -> tuple[Any, Callable[[], None]]:
         limit = self.config.max_subscriptions_per_connection
         if len(self.subs) >= limit:
             raise TooManyError(f"at most {limit} subscriptions per connection")
@@ -234,17 +235,22 @@ class Session:
         assert self._nursery is not None
         nursery = self._nursery
         # Stream only after the reply, so the client knows the id first.
-        return {"subscription": sub.id}, lambda: nursery.start_soon(self._forward, sub, scope)
+        return {"subscription": sub.id}, lambda: nursery.start_soon(
+            self._forward, sub, scope, token
+        )
 
-    async def _forward(self, sub: Subscription, scope: trio.CancelScope) -> None:
+    async def _forward(self, sub: Subscription, scope: trio.CancelScope, token: str | None) -> None:
+        closed = {"v": 1, "type": "closed", "subscription": sub.id}
         with scope:
             try:
                 async for message in sub:
+                    if self.service.auth.identify(token) == ANONYMOUS:
+                        await self._send(encode({**closed, "reason": "token revoked"}))
+                        return
                     try:
                         text = encode(message)
                     except (TypeError, ValueError) as exc:
                         log.error("subscription %d: message not encodable: %s", sub.id, exc)
-                        closed = {"v": 1, "type": "closed", "subscription": sub.id}
                         await self._send(encode({**closed, "reason": "server error"}))
                         return
                     await self._send(text)

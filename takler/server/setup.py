@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -29,12 +30,18 @@ def setup_logging(server: TaklerServer) -> None:
         if getattr(handler, "_takler", False):
             root.removeHandler(handler)
             handler.close()
-    file_handler = logging.FileHandler(server.log_file, encoding="utf-8")
-    file_handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    )
-    file_handler._takler = True  # type: ignore[attr-defined]
-    root.addHandler(file_handler)
+    file_handler: logging.Handler | None
+    try:
+        file_handler = logging.FileHandler(server.log_file, encoding="utf-8")
+    except OSError as e:  # a read-only or full home: the console still logs
+        file_handler = None
+        problem = f"cannot write the log {server.log_file}: {e.strerror or e}"
+    if file_handler is not None:
+        file_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        )
+        file_handler._takler = True  # type: ignore[attr-defined]
+        root.addHandler(file_handler)
     if server.console:
         from rich.logging import RichHandler
 
@@ -42,6 +49,8 @@ def setup_logging(server: TaklerServer) -> None:
         console_handler._takler = True  # type: ignore[attr-defined]
         root.addHandler(console_handler)
     root.propagate = False
+    if file_handler is None:
+        log.warning("%s", problem)
 
 
 def _default_runners() -> dict[str, Any]:
@@ -61,7 +70,7 @@ async def _bind(server: TaklerServer) -> None:
     server._listeners = list(listeners)
     sock = listeners[0].socket
     server.port = sock.getsockname()[1]
-    if server.host not in ("127.0.0.1", "localhost", "::1") and server.certfile is None:
+    if not _is_loopback(server.host) and server.certfile is None:
         log.warning(
             "listening on %s without TLS: tokens and job passwords cross the network in clear;"
             " use --certfile/--keyfile",
@@ -69,28 +78,52 @@ async def _bind(server: TaklerServer) -> None:
         )
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _load_stored(server: TaklerServer) -> Bunch | None:
     """The stored (or checkpointed) bunch, or None to keep the current one. Blocking."""
     from takler.codec import load_bunch, loads
     from takler.server.server import ServerState
+    from takler.server.store import SERVER_STATE
 
     if server.restore is not None:
         try:
             text = server.restore.read_text(encoding="utf-8")
         except OSError as e:
             raise TaklerError(f"cannot read checkpoint {server.restore}: {e.strerror or e}") from None
-        bunch = load_bunch(loads(text))
+        data = loads(text)
+        # `checkpoint` adds the server state to the bunch.
+        extra = data.pop("server", None) if isinstance(data, dict) else None
+        bunch = load_bunch(data)
+        state = extra.get("state") if isinstance(extra, dict) else None
+        if state in ("shutdown", "halted"):
+            server.state = ServerState(state)
         log.info("restored %d flows from %s", len(bunch.flows), server.restore)
         return bunch
     if server.store is not None and not server.fresh:
         bunch = server.store.load()
         if bunch.flows:
             log.info("restored %d flows from the store", len(bunch.flows))
-        state = server.store.get_kv("server_state")
+        state = server.store.get_kv(SERVER_STATE)
         if state in ("shutdown", "halted"):
             server.state = ServerState(state)
         return bunch
     return None
+
+
+def _save_restored(server: TaklerServer) -> None:
+    """Replace the store's content with the restored checkpoint. Blocking."""
+    from takler.server.store import SERVER_STATE
+
+    server.store.save_all(server.bunch)
+    server.store.put_kv(SERVER_STATE, server.state.value)
 
 
 def _adopt_bunch(server: TaklerServer, bunch: Bunch) -> None:
@@ -109,26 +142,45 @@ def _adopt_bunch(server: TaklerServer, bunch: Bunch) -> None:
         server._add_flow_now(flow, begin=False)
 
 
+def _open_store(server: TaklerServer) -> Any:
+    """Open the store; in a home that cannot be written, read-only (the server
+    then refuses changes). A damaged store is an error, and left as it is. Blocking."""
+    from takler.server.store import DB_NAME, Store, StoreError
+
+    try:
+        return Store.open(server.home)
+    except StoreError as e:
+        db = server.home / DB_NAME
+        writable = os.access(server.home, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
+        if writable:
+            raise
+        store = Store.open(server.home, read_only=True)
+        server.read_only_reason = f"{server.home} is read-only"
+        log.error(
+            "store: %s (%s); serving read-only, changes are refused", server.read_only_reason, e
+        )
+        return store
+
+
 async def open_parts(server: TaklerServer) -> None:
     from takler.server.auth import Auth, write_server_file
     from takler.server.dispatch import Dispatcher
     from takler.server.hub import Hub
     from takler.server.service import Service, ServiceConfig
-    from takler.server.store import Store
     from takler.tasks.render import job_bin_dir
 
     server.home.mkdir(parents=True, exist_ok=True)
     setup_logging(server)
     log.info("start server... (home %s)", server.home)
     if server.use_store:
-        server.store = await trio.to_thread.run_sync(Store.open, server.home)
+        server.store = await trio.to_thread.run_sync(_open_store, server)
         if server.fresh:
             await trio.to_thread.run_sync(server.store.clear)
     restored = await trio.to_thread.run_sync(_load_stored, server)
     if restored is not None:
         _adopt_bunch(server, restored)
     if server.restore is not None and server.store is not None:
-        await trio.to_thread.run_sync(server.store.save_all, server.bunch)
+        await trio.to_thread.run_sync(_save_restored, server)
     await _bind(server)
     bunch = server.bunch
     bunch.now = server.now()
@@ -161,15 +213,19 @@ async def open_parts(server: TaklerServer) -> None:
     )
     server._trio_token = trio.lowlevel.current_trio_token()
     if server._given_listeners is None:
-        write_server_file(
-            server.home,
-            host=server.host,
-            port=server.port,
-            token=token,
-            pid=os.getpid(),
-            version=takler.__version__,
-            tls=server.certfile is not None,
-        )
+        try:
+            write_server_file(
+                server.home,
+                host=server.host,
+                port=server.port,
+                token=token,
+                pid=os.getpid(),
+                version=takler.__version__,
+                tls=server.certfile is not None,
+                cafile=str(server.job_cafile) if server.job_cafile is not None else None,
+            )
+        except OSError as e:
+            log.warning("cannot write the server file in %s: %s", server.home, e.strerror or e)
     log.info("service started: %s:%d", server.host, server.port)
     log.info("start server...done")
 
@@ -191,7 +247,6 @@ async def close_parts(server: TaklerServer) -> None:
             await server.commit()
         except TaklerError as e:
             log.error("final commit failed: %s", e)
-        server.store.put_kv("server_state", server.state.value)
         server.store.close()
     log.info("server stopped")
     sys.stdout.flush()

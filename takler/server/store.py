@@ -12,6 +12,12 @@ only after :meth:`Store.save` (or :meth:`Store.write`) returned. Tables:
   started_at, ended_at, exit (how it ended: ``exited``, ``failed``...), code
   (its exit code) and reason.
 
+Schema versions: 2 is current. Schema 1 also kept the server state under the
+key ``server_state``, written in a transaction of its own; schema 2 keeps it
+only under ``server.state``, in the same transaction as the change that set it.
+Opening a schema-1 store upgrades it in place, in one transaction (see
+``_UPGRADES``); a read-only one cannot be upgraded and is refused.
+
 A Store is not safe for concurrent use: call it from one task at a time. The
 server calls it from worker threads (``trio.to_thread.run_sync``), one call at
 a time, so the connection is opened with ``check_same_thread=False``.
@@ -34,10 +40,12 @@ from takler.core.change import Change, ChangeKind
 from takler.core.errors import CodecError, TaklerError
 from takler.core.node import Flow
 
-__all__ = ["DB_NAME", "SCHEMA_VERSION", "Batch", "Store", "StoreError"]
+__all__ = ["DB_NAME", "SCHEMA_VERSION", "Batch", "HistoryOp", "Store", "StoreError"]
 
 DB_NAME = "takler.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: key of the server state (running, shutdown, halted) in ``kv``
+SERVER_STATE = "server.state"
 
 #: Changes to a flow's definition: the flow is written again whole.
 _STRUCTURAL = frozenset(
@@ -73,6 +81,18 @@ CREATE TABLE history (
 CREATE INDEX history_path ON history (path, tryno);
 """
 
+#: version -> statements that turn a store of that version into the next one
+_UPGRADES: dict[int, tuple[str, ...]] = {
+    1: (
+        "INSERT INTO kv (key, value) SELECT 'server.state', value FROM kv"
+        " WHERE key = 'server_state' ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        "DELETE FROM kv WHERE key = 'server_state'",
+    ),
+}
+
+
+_LEFT_AS_IS = "it is left as it is: move it away, or start from a checkpoint with --restore"
+
 
 class StoreError(TaklerError, RuntimeError):
     """The store cannot be opened, read or written (damaged, newer, read-only, full)."""
@@ -88,14 +108,34 @@ def _kv_text(value: Any) -> str:
     return dumps({"v": value})
 
 
-_FlowRows = tuple[str, list[tuple[str, str, str]]]
+# A row as prepared: (path, flow, state data). The data is fresh, shared with
+# nothing in the model, so write() turns it into JSON text in its worker thread.
+_Row = tuple[str, str, dict[str, Any]]
+_FlowRows = tuple[dict[str, Any], list[_Row]]
 
 
 def _flow_rows(flow: Flow) -> _FlowRows:
-    """A flow's definition and its node_state rows, as JSON text."""
+    """A flow's definition and its node_state rows, as data."""
     name = flow.name
-    rows = [(node.node_path, name, dumps(dump_node_state(node))) for node in flow.walk()]
-    return dumps(dump_node(flow, state=False)), rows
+    rows = [(node.node_path, name, dump_node_state(node)) for node in flow.walk()]
+    return dump_node(flow, state=False), rows
+
+
+def _row_texts(rows: list[_Row]) -> Iterator[tuple[str, str, str]]:
+    return ((path, flow, dumps(state)) for path, flow, state in rows)
+
+
+@attrs.frozen
+class HistoryOp:
+    """One job-history write: ``add`` a record, or ``update`` with ``fields`` the
+    latest record of ``path`` try ``tryno`` (of job ``rid`` when given: a
+    requeue starts try numbers again)."""
+
+    action: str
+    path: str
+    tryno: int
+    fields: dict[str, Any] = attrs.field(factory=dict, hash=False)
+    rid: str | None = None
 
 
 @attrs.frozen(eq=False)
@@ -105,14 +145,16 @@ class Batch:
     Attributes:
         deleted: flows to delete, first.
         flows: flows to write whole: name -> (definition, state rows).
-        rows: node_state rows to upsert: (path, flow, state JSON).
+        rows: node_state rows to upsert: (path, flow, state data).
         kv: key-value rows: key -> JSON text.
+        history: job-history writes, last.
     """
 
     deleted: list[str]
     flows: dict[str, _FlowRows]
-    rows: list[tuple[str, str, str]]
+    rows: list[_Row]
     kv: dict[str, str]
+    history: list[HistoryOp] = attrs.Factory(list)
 
 
 def _time(value: dt.datetime | str | None) -> str | None:
@@ -122,9 +164,11 @@ def _time(value: dt.datetime | str | None) -> str | None:
 class Store:
     """The server's durable state. Open with :meth:`Store.open`."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, read_only: bool = False) -> None:
         self._conn = conn
         self.path = path
+        #: opened in SQLite's read-only mode: every write raises StoreError
+        self.read_only = read_only
         self._prepared_now: dt.datetime | None = None
 
     # ---------------------------------------------------------------- open, close
@@ -134,27 +178,39 @@ class Store:
         """Open (creating it when missing) the store in ``home``.
 
         With ``read_only`` the database is opened in SQLite's read-only mode
-        and every write raises StoreError.
+        and every write raises StoreError. In a folder that cannot be written
+        SQLite cannot make the WAL index, so the file is then read as
+        immutable: nobody can write it there.
 
         Raises:
             StoreError: the file is not a takler store (it is never
                 overwritten), was written by a newer takler, or cannot be opened.
         """
         path = Path(home) / DB_NAME
-        try:
-            if read_only:
-                conn = sqlite3.connect(
-                    path.absolute().as_uri() + "?mode=ro",
-                    uri=True,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-            else:
+        if not read_only:
+            try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        except (sqlite3.Error, OSError) as e:
+            except OSError as e:
+                raise StoreError(f"cannot open the store {path}: {e}") from e
+            return cls._open(path, str(path), read_only=False)
+        try:
+            return cls._open(path, path.absolute().as_uri() + "?mode=ro", read_only=True)
+        except StoreError as e:
+            if not isinstance(e.__cause__, sqlite3.OperationalError):
+                raise
+            return cls._open(
+                path, path.absolute().as_uri() + "?mode=ro&immutable=1", read_only=True
+            )
+
+    @classmethod
+    def _open(cls, path: Path, target: str, *, read_only: bool) -> Store:
+        try:
+            conn = sqlite3.connect(
+                target, uri=read_only, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as e:
             raise StoreError(f"cannot open the store {path}: {e}") from e
-        store = cls(conn, path)
+        store = cls(conn, path, read_only)
         try:
             store._setup(read_only)
         except BaseException:
@@ -173,7 +229,8 @@ class Store:
             }
         except sqlite3.DatabaseError as e:
             raise StoreError(
-                f"{self.path} is not a takler store (not an SQLite database, or damaged): {e}"
+                f"{self.path} is not a takler store (not an SQLite database, or damaged): {e};"
+                f" {_LEFT_AS_IS}"
             ) from e
         if not tables:
             if read_only:
@@ -197,6 +254,35 @@ class Store:
                 f"{self.path} has store schema {version}, newer than this takler reads"
                 f" ({SCHEMA_VERSION}): run a newer takler"
             )
+        self._check_intact()
+        if version < SCHEMA_VERSION:
+            if read_only or version not in _UPGRADES:
+                raise StoreError(
+                    f"{self.path} has store schema {version}: it needs an upgrade to"
+                    f" {SCHEMA_VERSION}, which needs it writable"
+                    if read_only
+                    else f"{self.path} has store schema {version}, which this takler cannot upgrade"
+                )
+            self._upgrade(version)
+
+    def _check_intact(self) -> None:
+        """Refuse a damaged database at open rather than at the first read of the
+        damaged page (SQLite's quick_check reads every page: ~40 ms for 25 MB)."""
+        try:
+            problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(3)")]
+        except sqlite3.DatabaseError as e:
+            problems = [str(e)]
+        if problems != ["ok"]:
+            raise StoreError(f"{self.path} is damaged: {'; '.join(problems)}; {_LEFT_AS_IS}")
+
+    def _upgrade(self, version: int) -> None:
+        """Bring the store from ``version`` to the current schema, all or nothing."""
+        with self._write(f"upgrade the store from schema {version}") as conn:
+            while version < SCHEMA_VERSION:
+                for statement in _UPGRADES[version]:
+                    conn.execute(statement)
+                version += 1
+            conn.execute("UPDATE schema_version SET version = ?", (version,))
 
     def close(self) -> None:
         self._conn.close()
@@ -240,6 +326,7 @@ class Store:
         changes: Iterable[Change],
         *,
         structural_flows: Iterable[str] = frozenset(),
+        history: Iterable[HistoryOp] = (),
     ) -> Batch:
         """Take from the model what saving ``changes`` writes; no I/O.
 
@@ -249,8 +336,9 @@ class Store:
         owner); a structural change (node added or deleted, trigger, variable)
         takes its flow whole, as does each name in ``structural_flows`` (for
         edits that record no change, such as adding an event); a flow no longer
-        in ``bunch`` is to be deleted. The cost grows with the number of
-        touched nodes, not with the size of the flows.
+        in ``bunch`` is to be deleted; ``history`` is written in the same
+        transaction. The cost grows with the number of touched nodes, not
+        with the size of the flows.
         """
         rewrite = set(structural_flows)
         dropped: set[str] = set()
@@ -282,8 +370,8 @@ class Store:
             flow_name = _flow_of(path)
             node = bunch.get_node(path)
             if node is not None and flow_name not in rewrite:
-                rows.append((path, flow_name, dumps(dump_node_state(node))))
-        return Batch(deleted, flows, rows, kv)
+                rows.append((path, flow_name, dump_node_state(node)))
+        return Batch(deleted, flows, rows, kv, list(history))
 
     def write(self, batches: Iterable[Batch]) -> None:
         """Write prepared batches, in order, in one durable transaction.
@@ -292,7 +380,7 @@ class Store:
             StoreError: the database cannot be written (read-only, disk full...);
                 nothing of this call is kept.
         """
-        batches = [b for b in batches if b.deleted or b.flows or b.rows or b.kv]
+        batches = [b for b in batches if b.deleted or b.flows or b.rows or b.kv or b.history]
         if not batches:
             return
         try:
@@ -305,10 +393,12 @@ class Store:
                     conn.executemany(
                         "INSERT INTO node_state (path, flow, state) VALUES (?, ?, ?)"
                         " ON CONFLICT (path) DO UPDATE SET state = excluded.state",
-                        batch.rows,
+                        _row_texts(batch.rows),
                     )
                     for key, text in batch.kv.items():
                         self._put_kv(conn, key, text)
+                    for op in batch.history:
+                        self._write_history(conn, op)
         except BaseException:
             self._prepared_now = None  # the clock did not reach the disk: write it next time
             raise
@@ -374,10 +464,12 @@ class Store:
         conn.execute(
             "INSERT INTO flows (name, definition) VALUES (?, ?)"
             " ON CONFLICT (name) DO UPDATE SET definition = excluded.definition",
-            (name, definition),
+            (name, dumps(definition)),
         )
         conn.execute("DELETE FROM node_state WHERE flow = ?", (name,))
-        conn.executemany("INSERT INTO node_state (path, flow, state) VALUES (?, ?, ?)", rows)
+        conn.executemany(
+            "INSERT INTO node_state (path, flow, state) VALUES (?, ?, ?)", _row_texts(rows)
+        )
 
     @staticmethod
     def _delete_flow(conn: sqlite3.Connection, name: str) -> None:
@@ -461,13 +553,12 @@ class Store:
         Raises:
             StoreError: the database cannot be written.
         """
+        op = HistoryOp(
+            "add", path, tryno, {"runner": runner, "rid": rid, "submitted_at": submitted_at}
+        )
         with self._write("record history") as conn:
-            cursor = conn.execute(
-                "INSERT INTO history (path, tryno, runner, rid, submitted_at) VALUES (?, ?, ?, ?, ?)",
-                (path, tryno, runner, rid, _time(submitted_at)),
-            )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+            rowid = self._write_history(conn, op)
+        return rowid
 
     def update_history(
         self,
@@ -500,14 +591,32 @@ class Store:
         given = {k: v for k, v in fields.items() if v is not _UNSET}
         if not given:
             return False
-        assignments = ", ".join(f"{k} = ?" for k in given)  # names from the fixed dict above
         with self._write("record history") as conn:
+            return self._write_history(conn, HistoryOp("update", path, tryno, given)) > 0
+
+    @staticmethod
+    def _write_history(conn: sqlite3.Connection, op: HistoryOp) -> int:
+        """Apply one history write; returns the new row id (add) or the rows updated."""
+        fields = {k: _time(v) for k, v in op.fields.items() if k in _HISTORY_FIELDS[2:]}
+        if op.action == "add":
+            names = ", ".join(("path", "tryno", *fields))  # names checked against the fixed tuple
+            marks = ", ".join("?" * (len(fields) + 2))
             cursor = conn.execute(
-                f"UPDATE history SET {assignments} WHERE id = (SELECT max(id) FROM history"
-                " WHERE path = ? AND tryno = ?)",
-                (*given.values(), path, tryno),
+                f"INSERT INTO history ({names}) VALUES ({marks})",
+                (op.path, op.tryno, *fields.values()),
             )
-        return cursor.rowcount > 0
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+        if not fields:
+            return 0
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        same_job = " AND rid = ?" if op.rid is not None else ""
+        cursor = conn.execute(
+            f"UPDATE history SET {assignments} WHERE id = (SELECT max(id) FROM history"
+            f" WHERE path = ? AND tryno = ?{same_job})",
+            (*fields.values(), op.path, op.tryno, *([op.rid] if op.rid is not None else [])),
+        )
+        return cursor.rowcount
 
     def history(self, path: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """The latest ``limit`` job records, oldest first; of ``path`` and below when given.

@@ -99,7 +99,8 @@ def render_job(
 
 
 def write_job(text: str, job_file: Path) -> None:
-    """Write a job file, executable, replacing any older one in one step.
+    """Write a job file, executable and private (it holds the job's password),
+    replacing any older one in one step.
 
     The file is replaced rather than rewritten so a still-running previous
     try, which bash reads as it goes, keeps its own copy.
@@ -110,8 +111,9 @@ def write_job(text: str, job_file: Path) -> None:
     tmp = job_file.with_name(f".{job_file.name}.{os.getpid()}.tmp")
     try:
         job_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        tmp.chmod(0o755)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o700)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         os.replace(tmp, job_file)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

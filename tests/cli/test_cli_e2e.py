@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import trio
+
 from takler_cli.main import main
 
 pytestmark = pytest.mark.e2e

@@ -8,6 +8,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from takler_cli.main import get_app, main
 from takler_cli.output import (
     EXIT_REFUSED,
@@ -16,7 +18,6 @@ from takler_cli.output import (
     EXIT_USAGE,
     exit_code_for,
 )
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

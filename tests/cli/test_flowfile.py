@@ -7,10 +7,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from takler_cli.flowfile import load_flows
 
 from takler.core import Flow
 from takler.core.errors import DefinitionError
+from takler_cli.flowfile import load_flows
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

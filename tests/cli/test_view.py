@@ -7,6 +7,7 @@ from typing import Any
 from rich.color import Color
 from rich.console import Console, RenderableType
 from rich.segment import Segment
+
 from takler_cli.view import STATE_COLOURS, render, select_rows
 from takler_cli.viewmodel import STATES, ViewModel
 

@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 from rich.console import Console
+
 from takler_cli.watch import FRAME, StreamClosed, watch_stream
 
 TITLE = "frame-marker"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from takler_cli.child import main
 from takler.client.child import ChildClient, ChildCommandError
+from takler_cli.child import main
 
 
 class FakeServer:

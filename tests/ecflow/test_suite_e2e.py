@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from takler_cli.main import main
 
 from takler.client.client import open_client
 from takler.core import NodeStatus
@@ -26,6 +25,7 @@ from takler.ecflow import flows_from_def, flows_from_def_file
 from takler.server import TaklerServer
 from takler.server.jobs import render_task
 from takler.tasks.render import job_bin_dir
+from takler_cli.main import main
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ecflow"
 SUITE_DEF = EXAMPLE / "suite.def"

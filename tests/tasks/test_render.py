@@ -125,7 +125,7 @@ def test_standard_head_and_tail_render_to_valid_bash(tmp_path) -> None:
     job = tmp_path / "job" / "t1.job1"
     write_job(text, job)
     assert job.read_text() == text
-    assert job.stat().st_mode & 0o777 == 0o755
+    assert job.stat().st_mode & 0o777 == 0o700
     subprocess.run(["bash", "-n", str(job)], check=True)
     exported = subprocess.run(
         ["bash", "-c", f'eval "$(grep ^export {job})"; printf %s "$TAKLER_PASSWORD"'],
