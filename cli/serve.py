@@ -64,6 +64,10 @@ def register(app: typer.Typer) -> None:
         view: Annotated[
             bool, typer.Option("--view", help="Show the live view in this terminal.")
         ] = False,
+        max_message_size: Annotated[
+            int,
+            typer.Option(help="Largest request in bytes (a load of 100,000 tasks is ~10 MB)."),
+        ] = 1 << 20,
     ) -> None:
         def body() -> int:
             from takler.server import TaklerServer
@@ -84,6 +88,7 @@ def register(app: typer.Typer) -> None:
                 restore=restore,
                 log_level=log_level,
                 console=not view,
+                max_message_size=max_message_size,
             )
             flows = load_flows(flow_file, home=server.home)
             if not view:

@@ -274,7 +274,9 @@ class Bunch:
             return out
         if kind is ChangeKind.limit:
             key = (change.path, change.name or "")
-            return _users(self._deps, key) | _users(self._limit_users, key)
+            # Only expressions that read the limit's value: the tasks a full
+            # limit holds back wait in its own queue (Limit.waiting).
+            return _users(self._deps, key)
         if kind is ChangeKind.variable:
             users = _users(self._var_deps, change.name or "")
             prefix = change.path.rstrip("/") + "/"

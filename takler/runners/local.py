@@ -62,6 +62,9 @@ class LocalRunner:
         self._children: dict[int, int] = {}
         # pid -> set once wait() has reaped the child, for kill() to wait on
         self._ended: dict[int, trio.Event] = {}
+        # Jobs get the server's environment as it was when the runner was made,
+        # as bytes: posix_spawn would otherwise re-encode it for every job.
+        self._env = dict(os.environb)
         # pid -> name of the last signal kill() sent, so wait() can say "killed"
         self._killed: dict[int, str] = {}
 
@@ -88,7 +91,7 @@ class LocalRunner:
             pid = os.posix_spawnp(  # noqa: ASYNC221
                 "bash",
                 ["bash", str(spec.job_file)],
-                os.environ,
+                self._env,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_DUP2, out, 1),

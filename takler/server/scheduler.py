@@ -284,9 +284,13 @@ class Scheduler:
         limit = owner.limits.get(name) if owner is not None else None
         if limit is None:
             return
-        for path in list(limit.waiting):
-            if limit.value >= limit.maximum:
-                break
+        # Oldest first, and only while there is room: a release looks at a
+        # few waiting tasks, not all of them. A task that goes back to the
+        # queue (held by another limit) is not looked at twice.
+        budget = len(limit.waiting)
+        while budget and limit.waiting and limit.value < limit.maximum:
+            budget -= 1
+            path = next(iter(limit.waiting))
             del limit.waiting[path]
             task = self.bunch.get_node(path)
             if isinstance(task, Task):

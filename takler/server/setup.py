@@ -201,7 +201,10 @@ async def open_parts(server: TaklerServer) -> None:
 
         ssl_context = server_ssl_context(server.certfile, server.keyfile)
     server.service = Service(
-        dispatcher, server.hub, server.auth, ServiceConfig(ssl_context=ssl_context)
+        dispatcher,
+        server.hub,
+        server.auth,
+        ServiceConfig(ssl_context=ssl_context, max_message_size=server.max_message_size),
     )
     runners = server._runners if server._runners is not None else _default_runners()
     from takler.server.jobs import Jobs, new_password

@@ -9,14 +9,17 @@ ecFlow preprocessor in ``takler.ecflow``, never to :func:`render_job`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import shlex
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
 import jinja2
+import jinja2.bccache
 
 from takler.core.errors import TaklerError
 
@@ -121,6 +124,58 @@ def write_job(text: str, job_file: Path) -> None:
 
 
 @functools.lru_cache(maxsize=512)
+class _SameSourceCache(jinja2.BytecodeCache):
+    """Compiled templates shared by every script with the same text.
+
+    Suites often give each task its own script file with the same contents;
+    compiling a template costs a few milliseconds, loading the code object a
+    few microseconds. The code keeps the file name it is loaded for, so
+    errors still name the right script.
+    """
+
+    def __init__(self) -> None:
+        self._code: dict[str, types.CodeType] = {}
+
+    def get_bucket(
+        self, environment: jinja2.Environment, name: str, filename: str | None, source: str
+    ) -> jinja2.bccache.Bucket:
+        key = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        bucket = jinja2.bccache.Bucket(environment, key, key)
+        code = self._code.get(key)
+        if code is not None and filename is not None:
+            bucket.code = _renamed(code, code.co_filename, filename)
+        elif code is not None:
+            bucket.code = code
+        return bucket
+
+    def set_bucket(self, bucket: jinja2.bccache.Bucket) -> None:
+        if bucket.code is not None:
+            if len(self._code) >= _MAX_CACHED:
+                self._code.pop(next(iter(self._code)))
+            self._code[bucket.key] = bucket.code
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:  # pragma: no cover
+        pass  # get_bucket fills the bucket itself
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:  # pragma: no cover
+        pass
+
+
+_MAX_CACHED = 4096
+
+
+def _renamed(code: types.CodeType, old: str, new: str) -> types.CodeType:
+    if old == new:
+        return code
+    consts = tuple(
+        _renamed(c, old, new) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    return code.replace(co_filename=new, co_consts=consts)
+
+
+_BYTECODE = _SameSourceCache()
+
+
 def _environment(search_path: tuple[str, ...]) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(list(search_path)),
@@ -128,6 +183,7 @@ def _environment(search_path: tuple[str, ...]) -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
         auto_reload=True,
+        bytecode_cache=_BYTECODE,
     )
     env.filters["shquote"] = _shquote
     env.globals["include_raw"] = _include_raw

@@ -192,7 +192,9 @@ def test_limit_value_in_triggers_and_dependents():
     assert task_ready(idle, NOW)
     changes = submit(busy)
     change = next(c for c in changes if c.kind is ChangeKind.limit)
-    assert bunch.dependents(change) == {idle, busy, waiter}
+    # Tasks held by a full limit wait in its queue, not in the index.
+    assert bunch.dependents(change) == {idle}
+    assert bunch.limit_users("/s", "L") == {busy, waiter}
     assert not task_ready(idle, NOW)
 
 

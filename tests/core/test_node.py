@@ -532,7 +532,7 @@ def test_dependents_of_each_kind_of_change():
     assert deps("/s/f", ChangeKind.variable, "V") == {by_var}  # inherited by a
     assert deps("/", ChangeKind.variable, "V") == {by_var}
     assert deps("/s/g", ChangeKind.variable, "V") == set()
-    assert deps("/s", ChangeKind.limit, "L") == {by_limit, user}
+    assert deps("/s", ChangeKind.limit, "L") == {by_limit}
     assert deps("/s/f/by_state", ChangeKind.status) == set()
     assert deps("/s/f/a", ChangeKind.label, "x") == set()
     ops.delete(by_event)

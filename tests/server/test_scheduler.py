@@ -211,3 +211,20 @@ async def test_abort_with_tries_left_is_resubmitted(harness: Harness) -> None:
     await harness.apply(ops.abort, task, "exit 1 again")
     assert task.status is NodeStatus.aborted
     assert len(harness.started) == 2
+
+
+async def test_a_released_token_looks_at_the_queue_head_only(harness: Harness) -> None:
+    flow = Flow("big")
+    flow.add_limit("L", 2)
+    fam = flow.add_family("f")
+    fam.add_in_limit("L")
+    for i in range(300):
+        fam.add_task(f"t{i}")
+    harness.bunch.add_flow(flow)
+    await harness.apply(ops.begin, flow)
+    assert len(harness.started) == 2
+    before = harness.scheduler.considered
+    await run_task(harness, "/big/f/t0")
+    assert harness.started[-1] == "/big/f/t2"
+    # The cost of a release does not grow with the 298 tasks still waiting.
+    assert harness.scheduler.considered - before <= 3
