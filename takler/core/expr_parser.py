@@ -16,14 +16,15 @@ from takler.core.errors import ExpressionError, ExpressionSyntaxError
 from takler.core.status import NodeStatus
 
 
-@attrs.frozen
+# Trees are hashed often (the format and parse caches key on them): hash once.
+@attrs.frozen(cache_hash=True)
 class NodeRef:
     """A node by absolute or relative path; its value is the node's state."""
 
     path: str
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class AttrRef:
     """``path:name``: an event, meter, variable, repeat or limit of a node."""
 
@@ -31,42 +32,42 @@ class AttrRef:
     name: str
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class StateLit:
     """A state literal such as ``complete``."""
 
     state: NodeStatus
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class EventLit:
     """``set`` (True) or ``clear`` (False)."""
 
     value: bool
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class IntLit:
     """A non-negative integer literal."""
 
     value: int
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Not:
     """``not operand``."""
 
     operand: Expr
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Neg:
     """``-operand``."""
 
     operand: Expr
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class BinOp:
     """A binary operation; ``op`` is one of :data:`BINARY_OPS`."""
 
