@@ -119,6 +119,48 @@ def test_serve_the_seed_then_begin_runs_t1_to_complete(
     assert proc.wait(timeout=15) == 0
 
 
+def test_the_seed_runs_as_written_under_asyncio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python test.py``, unchanged: asyncio.run drives the server (Trio in guest mode)."""
+    work = tmp_path / "seed"
+    shutil.copytree(EXAMPLES / "seed", work)
+    home = tmp_path / "home"
+    env = clean_env(home)
+    env["TAKLER_PORT"] = "0"
+    for key in [k for k in os.environ if k.startswith("TAKLER_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("TAKLER_HOME", str(home))
+    out = tmp_path / "seed.out"
+    with out.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "test.py"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for_server(home, proc, out)
+            assert main(["begin", "test"]) == 0
+            deadline = time.monotonic() + 30
+            state = None
+            while time.monotonic() < deadline:
+                state = show_json(capsys, "/test/t1")["state"]
+                if state in ("complete", "aborted"):
+                    break
+                time.sleep(0.1)
+            assert state == "complete"
+            # SIGTERM: an orderly stop, well within two seconds.
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+            assert time.monotonic() - started < 2.0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = out.read_text()
+    assert text.startswith("|- test [unknown]\n  |- t1 [unknown]\n")
+    assert "service started" in text
+
+
 def test_demo_runs_to_completion() -> None:
     env = clean_env(Path("/nonexistent-takler-home"))
     started = time.monotonic()
