@@ -15,12 +15,11 @@ from takler.core.attributes import InLimit, Limit
 from takler.core.change import Change, ChangeKind
 from takler.core.errors import AttributeNotFoundError
 from takler.core.node import Family, Node, Task
-from takler.core.status import NodeStatus
+from takler.core.status import RUNNING, NodeStatus
 
 if TYPE_CHECKING:
     from takler.core.bunch import Bunch
 
-_RUNNING = (NodeStatus.submitted, NodeStatus.active)
 
 
 def find_limit_owner(node: Node, inlimit: InLimit) -> Node | None:
@@ -101,7 +100,7 @@ def _within(node: Node, root: Node | None) -> bool:
 
 def _family_busy(family: Node, leaving: Node | None = None) -> bool:
     return isinstance(family, Family) and any(
-        t.status in _RUNNING and not _within(t, leaving) for t in family.tasks()
+        t.status in RUNNING and not _within(t, leaving) for t in family.tasks()
     )
 
 
@@ -142,5 +141,5 @@ def release_all(
 def on_task_status(bunch: Bunch, task: Task, new: NodeStatus, changes: list[Change]) -> None:
     if new is NodeStatus.active:
         release(bunch, task, changes, submitted_only=True)
-    elif new not in _RUNNING:
+    elif new not in RUNNING:
         release(bunch, task, changes, submitted_only=False)

@@ -15,9 +15,8 @@ from takler.core.change import Change, ChangeKind
 from takler.core.errors import StateError, ZombieError
 from takler.core.limits import acquire
 from takler.core.node import Family, Flow, Node, Task
-from takler.core.status import FORCIBLE, NodeStatus
+from takler.core.status import FORCIBLE, RUNNING, NodeStatus
 
-_RUNNING = (NodeStatus.submitted, NodeStatus.active)
 DEFAULT_TRIES = 2
 
 
@@ -125,7 +124,7 @@ def _check_begun(node: Node) -> None:
 
 
 def _check_nothing_running(node: Node, what: str) -> None:
-    running = [t.node_path for t in node.tasks() if t.status in _RUNNING]
+    running = [t.node_path for t in node.tasks() if t.status in RUNNING]
     if running:
         more = f" and {len(running) - 1} more" if len(running) > 1 else ""
         raise StateError(
@@ -254,7 +253,7 @@ def set_complete_by_expression(node: Node, now: dt.datetime | None = None) -> li
     now = _now(node, now)
     changes: list[Change] = []
     for task in node.tasks():
-        if task.status not in _RUNNING:
+        if task.status not in RUNNING:
             task._set_status(NodeStatus.complete, changes)
     return _done(node, changes, now)
 
@@ -266,7 +265,7 @@ def check_runnable(task: Task, *, force: bool = False) -> None:
     """Raise StateError when ``run`` must refuse (a job of the task already runs)."""
     if not isinstance(task, Task):
         raise StateError(f"{task.node_path} is not a task: only tasks are run")
-    if task.status in _RUNNING and not force:
+    if task.status in RUNNING and not force:
         raise StateError(
             f"{task.node_path} is {task.status.value}: use --force to run it again"
         )
@@ -317,13 +316,13 @@ def check_child(task: Task, password: str | None, tryno: int | None) -> None:
         raise ZombieError(
             f"{task.node_path}: try {tryno} is not the current try {task.tryno}"
         )
-    if task.status not in _RUNNING:
+    if task.status not in RUNNING:
         raise ZombieError(f"{task.node_path} is {task.status.value}, not running")
 
 
 def init(task: Task, now: dt.datetime | None = None) -> list[Change]:
     now = _now(task, now)
-    if task.status not in _RUNNING:
+    if task.status not in RUNNING:
         raise StateError(f"{task.node_path} is {task.status.value}: init needs a submitted task")
     changes: list[Change] = []
     if task.status is NodeStatus.submitted:
@@ -334,7 +333,7 @@ def init(task: Task, now: dt.datetime | None = None) -> list[Change]:
 
 def complete(task: Task, now: dt.datetime | None = None) -> list[Change]:
     now = _now(task, now)
-    if task.status not in _RUNNING:
+    if task.status not in RUNNING:
         raise StateError(f"{task.node_path} is {task.status.value}: only a running task completes")
     changes: list[Change] = []
     task._set_status(NodeStatus.complete, changes)

@@ -58,6 +58,9 @@ FORCIBLE = frozenset(
     }
 )
 
+#: States in which a task has a job: submitted or active.
+RUNNING = frozenset({NodeStatus.submitted, NodeStatus.active})
+
 #: The integer ecFlow gives each state when a state is used in arithmetic.
 ECFLOW_STATE_VALUE = {
     NodeStatus.unknown: 0,

@@ -22,7 +22,7 @@ from takler.core.errors import (
     ZombieError,
 )
 from takler.core.node import Family, Flow, Node, Task
-from takler.core.status import NodeStatus
+from takler.core.status import RUNNING, NodeStatus
 from takler.protocol import ServiceUnavailable
 from takler.server.scheduler import (
     hidden_statuses,
@@ -184,7 +184,7 @@ class Dispatcher:
         tryno = task.tryno
         while not holds(task, attr):
             await self.server.wait_changed()
-            if task.tryno != tryno or task.status not in (NodeStatus.submitted, NodeStatus.active):
+            if task.tryno != tryno or task.status not in RUNNING:
                 raise ZombieError(f"{task.node_path} was requeued while waiting")
         return {"holds": True}
 
@@ -350,7 +350,7 @@ class Dispatcher:
         assert self.server.jobs is not None
         killed = []
         for task in node.tasks():
-            if task.status in (NodeStatus.submitted, NodeStatus.active):
+            if task.status in RUNNING:
                 if await self.server.jobs.kill(task):
                     killed.append(task.node_path)
         if not killed:

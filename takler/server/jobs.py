@@ -23,12 +23,11 @@ from takler.core.change import Change, ChangeKind
 from takler.core.errors import TaklerError
 from takler.core.node import Task
 from takler.core.params import variables_for_job
-from takler.core.status import NodeStatus
+from takler.core.status import RUNNING, NodeStatus
 from takler.runners.base import JobExit, JobHandle, JobSpec, Runner
 
 log = logging.getLogger("takler.jobs")
 
-_RUNNING = (NodeStatus.submitted, NodeStatus.active)
 #: ends a job cannot tell itself, only the runner can
 _UNTOLD = frozenset({"timeout", "node_fail", "cancelled", "killed"})
 
@@ -215,7 +214,7 @@ class Jobs:
         return (
             self.watches.get(watch.task_path) is watch
             and task.password == watch.password
-            and task.status in _RUNNING
+            and task.status in RUNNING
         )
 
     async def _lifecycle(self, task: Task, watch: JobWatch) -> None:

@@ -32,10 +32,10 @@ from takler.core.errors import TaklerError
 from takler.core.limits import blocking_limits, missing_limits
 from takler.core.node import Family, Node, Task
 from takler.core.ready import complete_due, lineage, task_ready, time_deadline, time_free
-from takler.core.status import NodeStatus
+from takler.core.status import RUNNING, NodeStatus
 
 _QUEUED = NodeStatus.queued.value
-_RUNNING = (NodeStatus.submitted.value, NodeStatus.active.value)
+_RUNNING = frozenset(s.value for s in RUNNING)
 
 
 def unlatched_times(node: Node) -> list[tuple[Node, Any]]:

@@ -23,7 +23,7 @@ from takler.core.bunch import Bunch
 from takler.core.change import Change, ChangeKind
 from takler.core.errors import StateError, TaklerError
 from takler.core.node import Flow, Task
-from takler.core.status import NodeStatus
+from takler.core.status import RUNNING, NodeStatus
 from takler.server.jobs import Jobs
 from takler.server.scheduler import Scheduler
 
@@ -377,7 +377,7 @@ class TaklerServer:
     def _adopt_running(self) -> None:
         assert self.jobs is not None
         for task in self.bunch.tasks():
-            if task.status in (NodeStatus.submitted, NodeStatus.active):
+            if task.status in RUNNING:
                 self.jobs.adopt(task)
 
     async def _watch_signals(self) -> None:
@@ -427,7 +427,7 @@ class TaklerServer:
         """Aborted tasks with nothing else running or submittable."""
         aborted = []
         for task in self.bunch.tasks():
-            if task.status in (NodeStatus.submitted, NodeStatus.active):
+            if task.status in RUNNING:
                 return []
             if task.status is NodeStatus.aborted:
                 aborted.append(task.node_path)
