@@ -89,6 +89,19 @@ def show_json(capsys: pytest.CaptureFixture[str], path: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+def final_state(capsys: pytest.CaptureFixture[str], path: str) -> str | None:
+    """The task's state once complete or aborted (polled: the server is another
+    process), or its last state after 30 s."""
+    deadline = time.monotonic() + 30
+    state = None
+    while time.monotonic() < deadline:
+        state = show_json(capsys, path)["state"]
+        if state in ("complete", "aborted"):
+            break
+        time.sleep(0.1)
+    return state
+
+
 def test_serve_the_seed_then_begin_runs_t1_to_complete(
     seed_server: tuple[Path, int, subprocess.Popen[bytes]], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -98,14 +111,7 @@ def test_serve_the_seed_then_begin_runs_t1_to_complete(
     assert show_json(capsys, "/test/t1")["state"] == "unknown"
 
     assert main(["begin", "test"]) == 0
-    deadline = time.monotonic() + 30
-    state = None
-    while time.monotonic() < deadline:
-        state = show_json(capsys, "/test/t1")["state"]
-        if state in ("complete", "aborted"):
-            break
-        time.sleep(0.1)
-    assert state == "complete"
+    assert final_state(capsys, "/test/t1") == "complete"
     output = next((home.parent / "seed" / "test").glob("t1.1"), None)
     assert output is not None and "task1 of /test/t1" in output.read_text()
 
@@ -139,14 +145,7 @@ def test_the_seed_runs_as_written_under_asyncio(
         try:
             wait_for_server(home, proc, out)
             assert main(["begin", "test"]) == 0
-            deadline = time.monotonic() + 30
-            state = None
-            while time.monotonic() < deadline:
-                state = show_json(capsys, "/test/t1")["state"]
-                if state in ("complete", "aborted"):
-                    break
-                time.sleep(0.1)
-            assert state == "complete"
+            assert final_state(capsys, "/test/t1") == "complete"
             # SIGTERM: an orderly stop, well within two seconds.
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
