@@ -29,12 +29,12 @@ import contextlib
 import datetime as dt
 import functools
 import gc
-import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
 import cattrs
+import orjson
 from cattrs.preconf.json import make_converter
 
 from takler.core.attributes import check_name
@@ -900,25 +900,17 @@ def load_bunch(data: Any, *, states: _States = None) -> Bunch:
 # ---------------------------------------------------------------- JSON text
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_ENCODER = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":")
-)
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
-
-
 def dumps(obj: Any) -> str:
     """Compact JSON text of JSON-able data.
 
     Raises:
-        CodecError: the data holds something JSON cannot express (NaN, an object...).
+        CodecError: the data holds something JSON cannot express (an object,
+            an integer beyond 64 bits...). The model refuses NaN and
+            infinities on entry, so they never reach here.
     """
     try:
-        return _ENCODER.encode(obj)
-    except (TypeError, ValueError, RecursionError) as e:
+        return orjson.dumps(obj).decode()
+    except orjson.JSONEncodeError as e:
         raise CodecError(f"cannot encode as JSON: {e}") from None
 
 
@@ -929,10 +921,8 @@ def loads(text: str | bytes) -> dict[str, Any]:
         CodecError: not valid JSON (the message gives line and column) or not an object.
     """
     try:
-        if isinstance(text, bytes | bytearray):
-            text = bytes(text).decode("utf-8")
-        data = _DECODER.decode(text)
-    except (ValueError, RecursionError) as e:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
         raise CodecError(f"bad JSON: {e}") from None
     if type(data) is not dict:
         raise CodecError(f"bad JSON: expected an object, got {type(data).__name__}")

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import cattrs
+import orjson
 from cattrs.errors import ClassValidationError
 
 from takler.core.errors import StateError, TaklerError
@@ -312,10 +312,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot send a {type(value).__name__} as JSON")
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _loads(text: str | bytes, max_size: int) -> Any:
     if len(text) > max_size:
         raise TooLargeError(f"message of {len(text)} bytes exceeds the limit of {max_size}")
@@ -325,8 +321,9 @@ def _loads(text: str | bytes, max_size: int) -> Any:
         except UnicodeDecodeError as exc:
             raise ProtocolError(f"message is not UTF-8: {exc.reason}") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:
+        # Strict JSON: NaN, Infinity and numbers beyond a double are refused.
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ProtocolError(f"malformed JSON: {first[:200]}") from None
 
@@ -483,7 +480,10 @@ def encode(msg: Message | Mapping[str, Any]) -> str:
     """Compact JSON text for a message (or an already built wire dict).
 
     Raises:
-        TypeError, ValueError: a value has no JSON form (NaN included).
+        TypeError: a value has no JSON form (an integer beyond 64 bits, an object...).
+
+    Floats are written as they are: the model refuses NaN and infinities on
+    entry, and the wire refuses them on the way in.
     """
     data = msg if isinstance(msg, Mapping) else _converter.unstructure(msg)
-    return json.dumps(data, separators=(",", ":"), allow_nan=False, default=_json_default)
+    return orjson.dumps(data, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()

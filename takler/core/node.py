@@ -10,6 +10,7 @@ Operations that span the tree (requeue, force, begin...) live in
 from __future__ import annotations
 
 import datetime as dt
+import math
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -42,11 +43,16 @@ if TYPE_CHECKING:
     from takler.core.bunch import Bunch
 
 ParamValue = str | int | float | bool
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _param_value(name: str, value: object) -> ParamValue:
     if isinstance(value, PurePath):
         return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidValueError(f"parameter {name}: value must be a finite number, not {value}")
+    if isinstance(value, int) and not isinstance(value, bool) and not _I64_MIN <= value <= _I64_MAX:
+        raise InvalidValueError(f"parameter {name}: integer {value} is beyond 64 bits")
     if isinstance(value, str | int | float | bool):
         return value
     raise InvalidValueError(

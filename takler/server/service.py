@@ -36,6 +36,8 @@ from takler.server.hub import Hub
 from takler.server.session import Session, close_websocket, error_code, one_line
 
 log = logging.getLogger("takler.service")
+# Bytes per read (the library reads 4 KiB at a time): a flow sent with load is big.
+_RECEIVE_SIZE = 1 << 16
 
 
 @attrs.frozen
@@ -275,6 +277,7 @@ class Service:
                     ReplayStream(stream, head.raw),
                     message_queue_size=1,
                     max_message_size=config.max_message_size,
+                    receive_buffer_size=_RECEIVE_SIZE,
                 )
                 ws = await request.accept()
             try:

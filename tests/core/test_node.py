@@ -83,6 +83,16 @@ def test_parameter_of_another_type_is_refused():
     assert flow.parameters == {}
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1 << 63, -(1 << 64)])
+def test_parameter_that_json_cannot_hold_is_refused(value):
+    flow = Flow("f")
+    with pytest.raises(InvalidValueError, match="parameter P"):
+        flow.add_parameter("P", value)
+    with pytest.raises(InvalidValueError, match="parameter P"):
+        flow.set_parameter("P", value)
+    assert flow.parameters == {}
+
+
 def test_duplicate_parameter_is_refused():
     flow = Flow("f")
     flow.add_parameter("P", 1)
