@@ -22,6 +22,7 @@ from cattrs.errors import ClassValidationError
 from takler.core.errors import StateError, TaklerError
 
 PROTOCOL_VERSION = 1
+_MISSING: Any = object()
 MAX_ID_LENGTH = 64
 MAX_COMMAND_LENGTH = 64
 MAX_NAME_LENGTH = 4096
@@ -365,6 +366,38 @@ def _structure(obj: Any, cls: type[Any], what: str) -> Any:
         raise ProtocolError(f"bad {what}: {_validation_message(exc)}", _salvage_id(obj)) from None
 
 
+_REQUEST_KEYS = frozenset(("v", "id", "command", "args", "token"))
+
+
+def _plain_request(obj: Any) -> Request | None:
+    """The request, when ``obj`` is one with every field of the right type;
+    else ``None`` (then cattrs checks it and says what is wrong)."""
+    if type(obj) is not dict or not obj.keys() <= _REQUEST_KEYS:
+        return None
+    rid, command, args = obj.get("id"), obj.get("command"), obj.get("args", _MISSING)
+    token, v = obj.get("token"), obj.get("v", PROTOCOL_VERSION)
+    if (
+        (type(rid) is int or type(rid) is str)
+        and type(command) is str
+        and (args is _MISSING or type(args) is dict)
+        and (token is None or type(token) is str)
+        and type(v) is int
+    ):
+        return Request(rid, command, {} if args is _MISSING else args, token, v)
+    return None
+
+
+def _plain_success(obj: Any) -> Response | None:
+    """A successful response with fields of the right type, built directly."""
+    if type(obj) is not dict or obj.get("ok") is not True or "type" in obj:
+        return None
+    rid, v = obj.get("id"), obj.get("v", PROTOCOL_VERSION)
+    if (rid is None or type(rid) is int or type(rid) is str) and type(v) is int:
+        if obj.get("error") is None:
+            return Response(rid, True, obj.get("result"), None, v)
+    return None
+
+
 def decode_request(text: str | bytes, max_size: int) -> Request:
     """Parse and validate one WebSocket request message.
 
@@ -376,7 +409,7 @@ def decode_request(text: str | bytes, max_size: int) -> Request:
             message exceeds ``max_size`` or an id or command is too long.
     """
     obj = _loads(text, max_size)
-    request: Request = _structure(obj, Request, "request")
+    request = _plain_request(obj) or _structure(obj, Request, "request")
     rid = request.id
     if isinstance(rid, str) and len(rid) > MAX_ID_LENGTH:
         raise TooLargeError(f"request id longer than {MAX_ID_LENGTH} characters")
@@ -462,6 +495,9 @@ def decode_message(text: str | bytes, max_size: int = 1 << 30) -> Response | Str
         ProtocolError: the text is not a valid server message.
     """
     obj = _loads(text, max_size)
+    response = _plain_success(obj)
+    if response is not None:
+        return response
     kind = obj.get("type") if isinstance(obj, dict) else None
     cls: type[Any] = Response
     if kind is not None:

@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 
 from takler.core.errors import AuthError, DuplicateNameError, InvalidValueError, NodeNotFoundError
+from takler.protocol import COMMAND_ROLES
 
 log = logging.getLogger("takler.auth")
 audit_log = logging.getLogger("takler.audit")
@@ -101,13 +102,23 @@ def check(identity: Identity, command_role: str) -> None:
 
 
 def audit(identity: Identity, command: str, args: Any, outcome: str) -> None:
-    """One line in the ``takler.audit`` log: who, what, where, and the outcome."""
+    """One line in the ``takler.audit`` log: who, what, where, and the outcome.
+
+    Commands that change something and every refusal are logged at INFO; reads
+    that succeed (``ping``, ``show``, ``why``... of role public or read) at
+    DEBUG, as viewers and monitors poll them several times a second.
+    """
+    level = logging.INFO
+    if outcome == "ok" and COMMAND_ROLES.get(command, "operator") != "operator":
+        level = logging.DEBUG
+    if not audit_log.isEnabledFor(level):
+        return
     path = args.get("path") if isinstance(args, dict) else None
     shown = path if isinstance(path, str) else "-"
     if not shown or not shown.isprintable() or " " in shown:
         # Quoted, so a crafted path cannot forge audit lines or fields.
         shown = repr(shown)
-    audit_log.info("%s %s %s %s", identity.name, command, shown[:300], outcome)
+    audit_log.log(level, "%s %s %s %s", identity.name, command, shown[:300], outcome)
 
 
 class Auth:

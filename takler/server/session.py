@@ -91,6 +91,7 @@ class Session:
         self._waits_done.set()
         self._nursery: trio.Nursery | None = None
         self._outbox: trio.MemorySendChannel[str | None] | None = None
+        self._writer: _Writer | None = None
 
     def busy(self) -> bool:
         """Subscriptions and held waits keep an otherwise silent connection open."""
@@ -103,6 +104,7 @@ class Session:
         async with trio.open_nursery() as nursery:
             self._nursery, self._outbox = nursery, send
             writer = _Writer(self.ws, self.stream, nursery.cancel_scope, self.config.send_timeout)
+            self._writer = writer
             nursery.start_soon(writer.run, receive)
             try:
                 close = await self._read_loop()
@@ -125,7 +127,13 @@ class Session:
             scope.cancel()
 
     async def _send(self, text: str) -> None:
-        assert self._outbox is not None
+        assert self._outbox is not None and self._writer is not None
+        writer = self._writer
+        if not self.subs and writer.pending == 0 and not writer.sending:
+            # Nothing else is being sent on this connection: skip the hop to the writer.
+            await writer.send(text)
+            return
+        writer.pending += 1
         await self._outbox.send(text)
 
     async def _read_loop(self) -> tuple[int, str] | None:
@@ -261,28 +269,52 @@ class Session:
 
 @attrs.define
 class _Writer:
-    """The one task that sends on a connection."""
+    """Sends on a connection, one message at a time, never half a frame.
+
+    Stream messages and replies queued behind them go through :meth:`run`, the
+    connection's writer task; a reply with nothing queued or being sent goes
+    out directly through :meth:`send`.
+    """
 
     ws: trio_websocket.WebSocketConnection
     stream: trio.abc.Stream
     session: trio.CancelScope
     send_timeout: float
     finished: trio.Event = attrs.Factory(trio.Event)
+    #: messages queued for :meth:`run` and not yet sent
+    pending: int = 0
+    #: a message is being sent
+    sending: bool = False
 
     async def run(self, outbox: trio.MemoryReceiveChannel[str | None]) -> None:
         """Send until ``None`` (then return) or a failure (then end the session)."""
+        async for text in outbox:
+            if text is None:
+                self.finished.set()
+                return
+            self.pending -= 1
+            if not await self._send(text):
+                return
+
+    async def send(self, text: str) -> None:
+        """Send ``text`` now; on failure the session ends (the caller is cancelled)."""
+        if not await self._send(text):
+            await trio.lowlevel.checkpoint()  # the session's scope is cancelled: raises
+
+    async def _send(self, text: str) -> bool:
+        self.sending = True
         try:
-            async for text in outbox:
-                if text is None:
-                    self.finished.set()
-                    return
-                with trio.move_on_after(self.send_timeout) as scope:
-                    await self.ws.send_message(text)
-                if scope.cancelled_caught:
-                    # Half a frame went out: nothing more can be said on this stream.
-                    log.info("dropping a connection that accepts no data")
-                    await trio.aclose_forcefully(self.stream)
-                    break
+            with trio.move_on_after(self.send_timeout) as scope:
+                await self.ws.send_message(text)
+            if scope.cancelled_caught:
+                # Half a frame went out: nothing more can be said on this stream.
+                log.info("dropping a connection that accepts no data")
+                await trio.aclose_forcefully(self.stream)
+            else:
+                return True
         except trio_websocket.ConnectionClosed:
             pass
+        finally:
+            self.sending = False
         self.session.cancel()
+        return False

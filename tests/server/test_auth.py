@@ -145,3 +145,18 @@ def test_audit_line(caplog: pytest.LogCaptureFixture) -> None:
         "alice suspend /f/t ok",
         "anonymous requeue - unauthorized",
     ]
+
+
+def test_successful_reads_are_audited_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    viewer = Identity("bob", "read")
+    with caplog.at_level(logging.DEBUG, logger="takler.audit"):
+        audit(viewer, "show", {"path": "/f"}, "ok")
+        audit(viewer, "ping", {}, "ok")
+        audit(viewer, "show", {"path": "/g"}, "not_found")
+        audit(viewer, "begin", {"path": "/f"}, "forbidden")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.DEBUG, "bob show /f ok"),
+        (logging.DEBUG, "bob ping - ok"),
+        (logging.INFO, "bob show /g not_found"),
+        (logging.INFO, "bob begin /f forbidden"),
+    ]
