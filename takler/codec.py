@@ -289,14 +289,18 @@ _expr_text = functools.lru_cache(maxsize=1 << 16)(format_expression)
 
 
 def _kind(node: Node) -> str:
-    return "task" if isinstance(node, Task) else "flow" if isinstance(node, Flow) else "family"
+    return node.kind
 
 
 def _dump(node: Node, secrets: bool, state: bool) -> dict[str, Any]:
-    d: dict[str, Any] = {"kind": _kind(node), "name": node.name}
+    d: dict[str, Any] = {"kind": node.kind, "name": node.name}
+    is_task = isinstance(node, Task)
     if state:
-        d["state"] = node.state.value
-        d["suspended"] = node.suspended
+        suspended = node.suspended
+        status = node._status if is_task else node.status  # type: ignore[attr-defined]
+        # ``_value_``, a plain attribute: ``.value`` is a slow descriptor in a hot loop.
+        d["state"] = "suspended" if suspended else status._value_
+        d["suspended"] = suspended
     if node.defstatus is not None:
         d["defstatus"] = node.defstatus.value
     if node.parameters:
@@ -325,9 +329,10 @@ def _dump(node: Node, secrets: bool, state: bool) -> dict[str, Any]:
              "submission_only": i.submission_only}
             for i in node.inlimits
         ]  # fmt: skip
-    if node.trigger is not None:
-        text = _expr_text(node.trigger.expr)
-        d["trigger"] = {"text": text, "freed": node.trigger.freed} if state else {"text": text}
+    trigger = node.trigger
+    if trigger is not None:
+        text = _expr_text(trigger.expr)
+        d["trigger"] = {"text": text, "freed": trigger.freed} if state else {"text": text}
     if node.complete_expr is not None:
         text = _expr_text(node.complete_expr.expr)
         d["complete"] = (
@@ -354,11 +359,11 @@ def _dump(node: Node, secrets: bool, state: bool) -> dict[str, Any]:
             d["state_since"] = node.state_since.isoformat()
         if node.flags:
             d["flags"] = sorted(node.flags)
-    if isinstance(node, Task):
+    if is_task:
         if state:
-            d["status"] = node._status.value
-            d["tryno"] = node.tryno
-            _task_extras(node, d, secrets)
+            d["status"] = status._value_
+            d["tryno"] = node.tryno  # type: ignore[attr-defined]
+            _task_extras(node, d, secrets)  # type: ignore[arg-type]
         return d
     assert isinstance(node, Family)
     if isinstance(node, Flow):
@@ -393,6 +398,10 @@ def _dump_meter(m: Any, state: bool) -> dict[str, Any]:
 
 
 def _task_extras(task: Task, d: dict[str, Any], secrets: bool) -> None:
+    if task.job is None and task.rid is None and task.reason is None:
+        # A task that never ran (most of a big flow) has none of the fields below.
+        if task.submitted_at is None and task.active_at is None and task.password is None:
+            return
     if secrets and task.password is not None:
         d["password"] = task.password
     if task.rid is not None:
@@ -409,7 +418,8 @@ def _task_extras(task: Task, d: dict[str, Any], secrets: bool) -> None:
 
 def dump_node(node: Node, *, secrets: bool = False, state: bool = True) -> dict[str, Any]:
     """The node and its subtree as data; ``state=False`` gives a pure definition."""
-    return _dump(node, secrets, state)
+    with _bulk():
+        return _dump(node, secrets, state)
 
 
 def dump_bunch(bunch: Bunch, *, secrets: bool = False, state: bool = True) -> dict[str, Any]:
@@ -418,7 +428,7 @@ def dump_bunch(bunch: Bunch, *, secrets: bool = False, state: bool = True) -> di
         "schema": SCHEMA,
         "parameters": dict(bunch.parameters),
         "now": _iso(bunch.now),
-        "flows": [_dump(f, secrets, state) for f in bunch.flows.values()],
+        "flows": [dump_node(f, secrets=secrets, state=state) for f in bunch.flows.values()],
     }
 
 
