@@ -25,11 +25,9 @@ A node is ``{"kind", "name", definition keys..., state keys..., "children"}``
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
-import gc
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -38,20 +36,23 @@ import orjson
 from cattrs.preconf.json import make_converter
 
 from takler.core.attributes import check_name
-from takler.core.bunch import Bunch
+from takler.core.bunch import Bunch, gc_paused
 from takler.core.change import Change
-from takler.core.errors import CodecError, TaklerError
+from takler.core.errors import CodecError, DuplicateNameError, TaklerError
 from takler.core.expression import format_expression
 from takler.core.node import Family, Flow, Node, Task
 from takler.core.status import NodeStatus
 
 __all__ = [
+    "FRESH_TASK_STATE",
+    "FRESH_TASK_STATE_TEXT",
     "SCHEMA",
     "dump_bunch",
     "dump_change",
     "dump_node",
     "dump_node_state",
     "dumps",
+    "gc_paused",
     "load_bunch",
     "load_flow",
     "loads",
@@ -418,7 +419,7 @@ def _task_extras(task: Task, d: dict[str, Any], secrets: bool) -> None:
 
 def dump_node(node: Node, *, secrets: bool = False, state: bool = True) -> dict[str, Any]:
     """The node and its subtree as data; ``state=False`` gives a pure definition."""
-    with _bulk():
+    with gc_paused():
         return _dump(node, secrets, state)
 
 
@@ -501,8 +502,10 @@ def _text(data: dict[str, Any], field: str) -> str:
 
 
 def _load_parameters(node: Node, value: Any, st: dict) -> None:
+    # add_parameter's checks without its change record: the node is new, and a
+    # JSON object has no two keys alike (the key check comes first, as there).
     for name, v in _dict(value).items():
-        node.add_parameter(name, v)
+        node._set_param(check_name(name, "parameter name"), v)
 
 
 def _load_events(node: Node, value: Any, st: dict) -> None:
@@ -539,18 +542,32 @@ def _load_inlimits(node: Node, value: Any, st: dict) -> None:
         node.add_in_limit(spec, r.tokens, r.node_only, r.submission_only)
 
 
+_EXPR_KEYS = frozenset({"text", "freed"})
+
+
+def _expr_data(value: Any, structure: Callable[[Any], _ExprData]) -> tuple[str, Any]:
+    """(text, freed) of an expression record; checked by hand when well formed
+    (the common case, and ten times faster), else by ``structure`` for its message."""
+    if type(value) is dict and value.keys() <= _EXPR_KEYS:
+        text, freed = value.get("text"), value.get("freed")
+        if type(text) is str and (freed is None or type(freed) is bool):
+            return text, freed
+    r = structure(value)
+    return r.text, r.freed
+
+
 def _load_trigger(node: Node, value: Any, st: dict) -> None:
-    r = _trigger(value)
-    node.add_trigger(r.text)
-    if r.freed is not None:
-        st["trigger_freed"] = r.freed
+    text, freed = _expr_data(value, _trigger)
+    node.add_trigger(text)
+    if freed is not None:
+        st["trigger_freed"] = freed
 
 
 def _load_complete(node: Node, value: Any, st: dict) -> None:
-    r = _complete(value)
-    node.add_complete(r.text)
-    if r.freed is not None:
-        st["complete_freed"] = r.freed
+    text, freed = _expr_data(value, _complete)
+    node.add_complete(text)
+    if freed is not None:
+        st["complete_freed"] = freed
 
 
 def _load_repeat(node: Node, value: Any, st: dict) -> None:
@@ -742,25 +759,36 @@ def _apply_state(node: Node, kind: str, st: Mapping[str, Any]) -> None:
 _States = Mapping[str, Mapping[str, Any]] | None
 
 
-def _build(data: Any, parent: str, where: str, kinds: tuple[str, ...], states: _States) -> Node:
+_SKIP = frozenset({"kind", "name", "state", "children"})
+_NO_STATE: Any = object()
+
+
+def _build(
+    data: Any, parent: str, where: str | int, kinds: tuple[str, ...], states: _States
+) -> Node:
+    """The node of ``data`` below ``parent`` (a path); ``where`` names the data
+    in messages: a text, or the index of the child in ``parent``'s children."""
     if type(data) is not dict:
+        where = _where(parent, where)
         raise CodecError(f"{where}: expected a node object, got {type(data).__name__}")
     kind = data.get("kind")
     if kind not in kinds:
+        where = _where(parent, where)
         raise CodecError(f"{where}: kind: expected {' or '.join(kinds)}, got {kind!r}")
     name = data.get("name")
     if type(name) is not str:
+        where = _where(parent, where)
         raise CodecError(f"{where}: name: expected a string, got {name!r}")
     path = f"{parent}/{name}"
-    extra = data.keys() - _KEYS[kind]
-    if extra:
+    if not _KEYS[kind].issuperset(data):
+        extra = data.keys() - _KEYS[kind]
         raise CodecError(f"{path}: unknown key(s) {', '.join(sorted(map(str, extra)))}")
     field = "name"
     st: dict[str, Any] = {}
     try:
         node = _KINDS[kind](name)
         for key, value in data.items():
-            if value is None or key in ("kind", "name", "state", "children"):
+            if value is None or key in _SKIP:
                 continue
             field = key
             if key in _SCALAR_STATE:
@@ -773,18 +801,28 @@ def _build(data: Any, parent: str, where: str, kinds: tuple[str, ...], states: _
             assert isinstance(node, Family)
             if type(children) is not list:
                 raise TypeError(f"expected a list, got {type(children).__name__}")
+            built: list[Node] = []
+            names: set[str] = set()
             for i, child_data in enumerate(children):
-                child = _build(child_data, path, f"{path}/children[{i}]", _BELOW, states)
-                field = f"children[{i}]"
-                if isinstance(child, Task):
-                    node.add_task(child)
-                else:
-                    node.add_family(child)  # type: ignore[arg-type]
-            node._recount()
+                child = _build(child_data, path, i, _BELOW, states)
+                if child.name in names:
+                    field = f"children[{i}]"
+                    raise DuplicateNameError(f"a child named {child.name} already exists")
+                names.add(child.name)
+                built.append(child)
+            # Children carry their state already: the family derives its own once.
+            node.add_children(built)
         field = "state"
-        if states is not None and path in states:
-            st.update(_dict(states[path]))
-        _apply_state(node, kind, st)
+        if states is not None:
+            stored = states.get(path, _NO_STATE)
+            # A new task already holds FRESH_TASK_STATE: nothing to apply,
+            # unless the data gave state of its own, which it must override.
+            if stored is not _NO_STATE and not (
+                stored is FRESH_TASK_STATE and kind == "task" and not st
+            ):
+                st.update(_dict(stored))
+        if st:
+            _apply_state(node, kind, st)
         claimed = data.get("state")
         if claimed is not None:
             claimed_state = _status(claimed)
@@ -803,16 +841,8 @@ def _build(data: Any, parent: str, where: str, kinds: tuple[str, ...], states: _
     return node
 
 
-@contextlib.contextmanager
-def _bulk() -> Iterator[None]:
-    """Pause the cyclic GC: building a big tree only allocates, and each pass rescans it."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+def _where(parent: str, where: str | int) -> str:
+    return f"{parent}/children[{where}]" if type(where) is int else str(where)
 
 
 def load_flow(data: Any, *, states: _States = None) -> Flow:
@@ -827,7 +857,7 @@ def load_flow(data: Any, *, states: _States = None) -> Flow:
         CodecError: the data is not a valid flow; the message names the path and field.
     """
     try:
-        with _bulk():
+        with gc_paused(long_lived=True):
             node = _build(data, "", "flow", ("flow",), states)
     except RecursionError:
         raise CodecError("flow: nodes are nested too deep") from None
@@ -886,7 +916,7 @@ def load_bunch(data: Any, *, states: _States = None) -> Bunch:
     bunch = Bunch()
     field = "parameters"
     try:
-        with _bulk():
+        with gc_paused(long_lived=True):
             for name, value in _dict(data.get("parameters") or {}).items():
                 bunch.set_parameter(check_name(name, "parameter name"), value)
             field = "now"
@@ -937,6 +967,13 @@ def loads(text: str | bytes) -> dict[str, Any]:
     if type(data) is not dict:
         raise CodecError(f"bad JSON: expected an object, got {type(data).__name__}")
     return data
+
+
+#: The stored state of a task never run (see :func:`dump_node_state`), and its
+#: text. Shared, never to be changed: a reader that passes this very object as
+#: a task's state to :func:`load_bunch` saves applying it.
+FRESH_TASK_STATE: dict[str, Any] = dump_node_state(Task("t"))
+FRESH_TASK_STATE_TEXT = dumps(FRESH_TASK_STATE)
 
 
 def _is(cls: type) -> Callable[[Any], bool]:

@@ -13,12 +13,20 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
 MAX_NAME = 256
 
 
+# Names seen valid: a big flow repeats a few names (t0, t1... V) many times, and
+# a set lookup costs a fraction of the match. Bounded: cleared when full.
+_VALID: set[str] = set()
+_VALID_MAX = 1 << 16
+
+
 def check_name(name: object, what: str = "name") -> str:
     """Return ``name`` if it is a valid node or attribute name.
 
     Raises:
         InvalidNameError: empty, too long, or with characters outside ``[A-Za-z0-9_.-]``.
     """
+    if type(name) is str and name in _VALID:
+        return name
     if not isinstance(name, str):
         raise InvalidNameError(f"{what} must be a string, not {type(name).__name__}")
     if len(name) > MAX_NAME:
@@ -27,6 +35,10 @@ def check_name(name: object, what: str = "name") -> str:
         raise InvalidNameError(
             f"bad {what} {name!r}: use letters, digits, '_', '.' and '-', not starting with '.' or '-'"
         )
+    if type(name) is str:  # not a subclass, whose equality could differ
+        if len(_VALID) >= _VALID_MAX:
+            _VALID.clear()
+        _VALID.add(name)
     return name
 
 

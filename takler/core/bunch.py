@@ -14,7 +14,9 @@ server drains after each command or scheduler step.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,10 +25,36 @@ import attrs
 from takler.core.attributes import Limit, check_name
 from takler.core.change import Change, ChangeKind
 from takler.core.errors import DuplicateNameError, InvalidValueError, NodeNotFoundError
+from takler.core.expression import AttrRef, references_of
+from takler.core.limits import find_limit_owner
 from takler.core.node import Family, Flow, Node, ParamValue, Task, _param_value
 from takler.core.status import NodeStatus
 
 _EPOCH = dt.datetime(1970, 1, 1)
+
+
+@contextlib.contextmanager
+def gc_paused(long_lived: bool = False) -> Iterator[None]:
+    """Pause the cyclic GC: building (and indexing) a big tree only allocates,
+    and each collection would rescan everything built so far.
+
+    With ``long_lived`` (what was built stays, as a loaded flow), every
+    tracked object then moves to the oldest generation (freeze + unfreeze,
+    no scan); otherwise the first young collection would scan all of it, and
+    the middle one again. Young garbage moved with it waits for the next full
+    collection.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            if long_lived:
+                gc.freeze()
+                gc.unfreeze()
+            gc.enable()
+
 
 #: a node's path (its state), or (path, name) for an event, meter, repeat, limit or variable
 DepKey = str | tuple[str, str]
@@ -74,6 +102,9 @@ def resolve_path(owner: Node, path: str) -> str:
 
 def _resolve(base: str, path: str) -> str:
     """``path`` made absolute from ``base``, the path of the referring node's parent."""
+    if "/" not in path and path not in (".", "..", ""):
+        # A sibling's name (``t1``), the common case: ``base`` is already normal.
+        return f"{base}/{path}"
     if path.startswith("/"):
         parts = [p for p in path.split("/") if p]
     else:
@@ -126,7 +157,8 @@ class Bunch:
         self.flows[flow.name] = flow
         flow._bunch = self
         changes: list[Change] = []
-        self._attach(flow, changes)
+        with gc_paused(long_lived=True):
+            self._attach(flow, changes)
         self._record(changes)
         return flow
 
@@ -194,12 +226,16 @@ class Bunch:
             if path in self._paths:
                 raise DuplicateNameError(f"{path} already exists")
             self._paths[path] = node
+            node._path = path
             nodes.append((node, path))
             if isinstance(node, Family):
                 stack.extend((c, f"{path}/{c.name}") for c in reversed(node.children))
+        added = ChangeKind.node_added
         for node, path in nodes:
-            self._index_node(node, path)
-            changes.append(Change(path, ChangeKind.node_added, None, None, node.kind))
+            # Nothing of a node outside the bunch is indexed (_detach unindexed it).
+            if node.trigger is not None or node.complete_expr is not None or node.inlimits:
+                self._index_node(node, path, fresh=True)
+            changes.append(Change(path, added, None, None, node.kind))
 
     def _detach(self, root: Node, changes: list[Change]) -> None:
         from takler.core.limits import release_all
@@ -209,26 +245,31 @@ class Bunch:
         for node in nodes:
             if isinstance(node, Task):
                 release_all(self, node, changes, leaving=root)
+        root_path = root.node_path
         for node in nodes:
             self._unindex_node(node)
             self._paths.pop(node.node_path, None)
-        changes.append(Change(root.node_path, ChangeKind.node_deleted, None, root.kind, None))
+        for node in nodes:
+            node._path = None
+        changes.append(Change(root_path, ChangeKind.node_deleted, None, root.kind, None))
 
-    def _index_node(self, node: Node, path: str | None = None) -> None:
-        from takler.core.expression import AttrRef, references
-        from takler.core.limits import find_limit_owner
-
-        self._unindex_node(node)
-        base = ""
+    def _index_node(self, node: Node, path: str | None = None, fresh: bool = False) -> None:
+        """(Re)index ``node``'s expressions and inlimits; ``fresh``: nothing of it is indexed."""
+        if not fresh:
+            self._unindex_node(node)
+        base = None
         for attr in (node.trigger, node.complete_expr):
             if attr is None:
                 continue
-            if not base:
+            if base is None:
                 base = (path or node.node_path).rpartition("/")[0]
             # abs_paths doubles as the record of what is indexed for this node.
             attr.abs_paths.clear()
-            for ref in references(attr.expr):
+            for ref in references_of(attr.expr):
                 target = _resolve(base, ref.path)
+                found = self._paths.get(target)
+                if found is not None:
+                    target = found.node_path  # the index's own string, not a copy
                 attr.abs_paths[ref] = target
                 if isinstance(ref, AttrRef):
                     _link(self._deps, (target, ref.name), node)
@@ -245,8 +286,6 @@ class Bunch:
             self._limit_keys[node] = keys
 
     def _unindex_node(self, node: Node) -> None:
-        from takler.core.expression import AttrRef
-
         for attr in (node.trigger, node.complete_expr):
             if attr is None:
                 continue
@@ -306,7 +345,9 @@ class Bunch:
                 yield node, limit
 
     def is_attached(self, node: Node) -> bool:
-        return self._paths.get(node.node_path) is node
+        # Walking up to the flow is cheaper than building the path: every node
+        # below an attached flow is in the path index (_attach, _detach).
+        return node.bunch is self
 
     def family_of(self, path: str) -> Family | None:
         node = self._paths.get(path)

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
+from takler.core.attributes import ExprAttr
+from takler.core.bunch import _resolve, resolve_path
 from takler.core.errors import TaklerError
-from takler.core.node import Flow, Node
+from takler.core.expression import AttrRef, references_of
+from takler.core.limits import find_limit_owner
+from takler.core.node import Family, Flow, Node
+from takler.core.ready import attribute_value
 
 
-def _expr_problems(node: Node, which: str, attr) -> list[str]:  # type: ignore[no-untyped-def]
-    from takler.core.bunch import resolve_path
-    from takler.core.expression import AttrRef, references
-    from takler.core.ready import attribute_value
-
+def _expr_problems(
+    node: Node, path: str, which: str, attr: ExprAttr, find: Callable[[str], Node | None]
+) -> list[str]:
     out = []
-    flow = node.flow
-    for ref in references(attr.expr):
-        target_path = resolve_path(node, ref.path)
-        target = _find(flow, target_path)
+    base = path.rpartition("/")[0]
+    for ref in references_of(attr.expr):
+        # As resolve_path(node, ref.path), from the path already known.
+        target_path = _resolve("" if ref.path[:1] == "/" else base, ref.path)
+        target = find(target_path)
         if target is None:
-            out.append(f"{node.node_path}: {which} references {ref.path} ({target_path}), which does not exist")
+            out.append(
+                f"{path}: {which} references {ref.path} ({target_path}), which does not exist"
+            )
             continue
         if isinstance(ref, AttrRef):
             try:
@@ -29,7 +37,7 @@ def _expr_problems(node: Node, which: str, attr) -> list[str]:  # type: ignore[n
                     if value is not None
                     else f"{target_path} has no event, meter, repeat, limit or variable {ref.name}"
                 )
-                out.append(f"{node.node_path}: {which} references {ref.path}:{ref.name}, but {problem}")
+                out.append(f"{path}: {which} references {ref.path}:{ref.name}, but {problem}")
     return out
 
 
@@ -46,23 +54,49 @@ def _find(flow: Flow, path: str) -> Node | None:
         return None
 
 
+def _with_paths(flow: Flow) -> Iterator[tuple[Node, str]]:
+    """Every node of ``flow`` with its path, parents first (paths built once, top down)."""
+    stack: list[tuple[Node, str]] = [(flow, flow.node_path)]
+    while stack:
+        node, path = stack.pop()
+        yield node, path
+        if isinstance(node, Family):
+            stack.extend((c, f"{path}/{c.name}") for c in reversed(node.children))
+
+
+def _finder(flow: Flow) -> Callable[[str], Node | None]:
+    """Node by path: the bunch's index, or for a detached flow a map of its
+    paths, falling back to a walk for a path the map does not hold as written
+    (``/f/../t``)."""
+    bunch = flow.bunch
+    if bunch is not None:
+        return bunch.get_node
+    paths = {path: node for node, path in _with_paths(flow)}
+
+    def find(path: str) -> Node | None:
+        node = paths.get(path)
+        return node if node is not None else _find(flow, path)
+
+    return find
+
+
 def check_flow(flow: Flow) -> list[str]:
     """One line per reference in ``flow`` that does not resolve."""
-    from takler.core.limits import find_limit_owner
-
     problems: list[str] = []
-    for node in flow.walk():
-        if node.trigger is not None:
-            problems += _expr_problems(node, "trigger", node.trigger)
-        if node.complete_expr is not None:
-            problems += _expr_problems(node, "complete", node.complete_expr)
+    find: Callable[[str], Node | None] | None = None
+    for node, path in _with_paths(flow):
+        if node.trigger is not None or node.complete_expr is not None:
+            if find is None:
+                find = _finder(flow)
+            if node.trigger is not None:
+                problems += _expr_problems(node, path, "trigger", node.trigger, find)
+            if node.complete_expr is not None:
+                problems += _expr_problems(node, path, "complete", node.complete_expr, find)
         for inlimit in node.inlimits:
             if inlimit.path and flow.bunch is None:
-                from takler.core.bunch import resolve_path
-
                 owner = _find(flow, resolve_path(node, inlimit.path))
                 if owner is None or inlimit.name not in owner.limits:
-                    problems.append(f"{node.node_path}: inlimit {inlimit.spec} names no limit")
+                    problems.append(f"{path}: inlimit {inlimit.spec} names no limit")
             elif find_limit_owner(node, inlimit) is None:
-                problems.append(f"{node.node_path}: inlimit {inlimit.spec} names no limit")
+                problems.append(f"{path}: inlimit {inlimit.spec} names no limit")
     return problems

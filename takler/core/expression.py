@@ -79,6 +79,7 @@ __all__ = [
     "format_expression",
     "parse_expression",
     "references",
+    "references_of",
 ]
 
 Value: TypeAlias = NodeStatus | bool | int | DateValue
@@ -124,9 +125,29 @@ def parse_expression(text: str) -> Expr:
 
 def references(expr: Expr) -> list[NodeRef | AttrRef]:
     """The node and attribute references in ``expr``, in order, without duplicates."""
+    return list(references_of(expr))
+
+
+# Trees are immutable and shared by nodes with the same text (parse_cached), so
+# a big flow asks about the same few trees again and again. Keyed by identity:
+# hashing a generated chain of thousands of terms would recurse that deep. Each
+# entry keeps its tree alive, so an id is never reused while it is cached.
+_REFS: dict[int, tuple[Expr, tuple[NodeRef | AttrRef, ...]]] = {}
+_REFS_MAX = 1 << 16
+
+
+def references_of(expr: Expr) -> tuple[NodeRef | AttrRef, ...]:
+    """:func:`references` as a shared tuple."""
+    entry = _REFS.get(id(expr))
+    if entry is not None and entry[0] is expr:
+        return entry[1]
     found: dict[NodeRef | AttrRef, None] = {}
     _collect(expr, found)
-    return list(found)
+    refs = tuple(found)
+    if len(_REFS) >= _REFS_MAX:
+        _REFS.clear()
+    _REFS[id(expr)] = (expr, refs)
+    return refs
 
 
 def _collect(expr: Expr, found: dict[NodeRef | AttrRef, None]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import PurePath
 from types import MappingProxyType
@@ -37,6 +37,7 @@ from takler.core.errors import (
     NodeNotFoundError,
     StateError,
 )
+from takler.core.expression import BinOp, parse_expression
 from takler.core.status import NodeStatus, derive_from_counts
 
 if TYPE_CHECKING:
@@ -47,6 +48,11 @@ _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _param_value(name: str, value: object) -> ParamValue:
+    # Exact types first: the common case, without the checks below.
+    if type(value) is str or type(value) is bool:
+        return value
+    if type(value) is int and _I64_MIN <= value <= _I64_MAX:
+        return value
     if isinstance(value, PurePath):
         return str(value)
     if isinstance(value, float) and not math.isfinite(value):
@@ -112,6 +118,9 @@ class Node:
     state_since: dt.datetime | None = attrs.field(default=None, init=False)
     #: extra flags (late, zombie...) shown to operators; replaced, never mutated
     flags: AbstractSet[str] = attrs.field(default=frozenset(), init=False)
+    #: the node's path while in a bunch (set by its path index, which holds the
+    #: same string), else None: a path is asked for on every change
+    _path: str | None = attrs.field(default=None, init=False, repr=False, alias="_path")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.node_path} {self.state.value}>"
@@ -120,9 +129,16 @@ class Node:
 
     @property
     def node_path(self) -> str:
+        path = self._path
+        if path is not None:
+            return path
         parts = []
         node: Node | None = self
         while node is not None:
+            known = node._path
+            if known is not None:
+                parts.append(known)
+                return "/".join(reversed(parts))
             parts.append(node.name)
             node = node.parent
         return "/" + "/".join(reversed(parts))
@@ -179,9 +195,10 @@ class Node:
         return self.suspended or any(a.suspended for a in self.ancestors())
 
     def _commit(self, changes: list[Change]) -> list[Change]:
-        bunch = self.bunch
-        if bunch is not None and changes:
-            bunch._record(changes)
+        if changes:
+            bunch = self.bunch
+            if bunch is not None:
+                bunch._record(changes)
         return changes
 
     def _emit_state(self, old: NodeStatus, changes: list[Change]) -> None:
@@ -388,8 +405,6 @@ class Node:
         return self._add_expr("complete", text)
 
     def _add_expr(self, which: str, text: str) -> ExprAttr:
-        from takler.core.expression import BinOp, parse_expression
-
         expr = parse_expression(text)
         attr_name = "trigger" if which == "trigger" else "complete_expr"
         current: ExprAttr | None = getattr(self, attr_name)
@@ -423,8 +438,6 @@ class Node:
 
     def replace_expression(self, which: str, text: str | None) -> list[Change]:
         """Replace (or, with ``None`` or empty text, delete) the trigger or complete."""
-        from takler.core.expression import parse_expression
-
         if which not in ("trigger", "complete"):
             raise InvalidValueError(f"expected 'trigger' or 'complete', not {which!r}")
         expr = parse_expression(text) if text and text.strip() else None
@@ -540,6 +553,16 @@ class Family(Node):
             if isinstance(node, Family):
                 stack.extend(reversed(node.children))
 
+    def tasks(self) -> Iterator[Task]:
+        # As Node.tasks, in one generator: the server counts and scans every task.
+        stack: list[Node] = [self]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, Family):
+                stack.extend(reversed(node.children))
+            elif isinstance(node, Task):
+                yield node
+
     def _child_state_changed(
         self, old: NodeStatus, new: NodeStatus, changes: list[Change]
     ) -> None:
@@ -557,19 +580,26 @@ class Family(Node):
         self._counts = counts
         self._derived = derive_from_counts(counts)
 
-    def add_child(self, node: Node) -> Node:
+    def _check_child(self, node: Node) -> None:
         if not isinstance(node, Node) or isinstance(node, Flow):
             raise InvalidValueError(f"{self.node_path}: cannot add {node!r} as a child")
         if node.parent is not None:
             raise InvalidValueError(f"{node.node_path} already belongs to a flow")
         if node.name in self._by_name:
             raise DuplicateNameError(f"{self.node_path}: a child named {node.name} already exists")
+
+    def add_child(self, node: Node) -> Node:
+        self._check_child(node)
         node.parent = self
         self.children.append(node)
         self._by_name[node.name] = node
         old_state = self.state
-        self._counts[node.state] = self._counts.get(node.state, 0) + 1
-        self._derived = derive_from_counts(self._counts)
+        state = node.state
+        counts = self._counts
+        counts[state] = counts.get(state, 0) + 1
+        # One more child can only raise the derived state (derive_from_counts).
+        if state.rank > self._derived.rank:
+            self._derived = state
         bunch = self.bunch
         changes: list[Change] = []
         if bunch is not None:
@@ -577,6 +607,45 @@ class Family(Node):
         self._emit_state(old_state, changes)
         self._commit(changes)
         return node
+
+    def add_children(self, nodes: Iterable[Node]) -> None:
+        """Add each node as :meth:`add_child` would, all or none.
+
+        A family outside any bunch (one being built) takes them in one pass
+        and derives its state once; one in a bunch adds them one by one.
+
+        Raises:
+            InvalidValueError, DuplicateNameError: as add_child; nothing is added.
+        """
+        nodes = list(nodes)
+        if self.bunch is not None:
+            for node in nodes:
+                self._check_child(node)
+            if len({node.name for node in nodes}) != len(nodes):
+                raise DuplicateNameError(f"{self.node_path}: two children have the same name")
+            for node in nodes:
+                self.add_child(node)
+            return
+        by_name = self._by_name
+        added: dict[str, Node] = {}
+        for node in nodes:
+            self._check_child(node)
+            if node.name in added:
+                raise DuplicateNameError(
+                    f"{self.node_path}: a child named {node.name} already exists"
+                )
+            added[node.name] = node
+        old_state = self.state
+        counts = self._counts
+        for node in nodes:
+            node.parent = self
+            state = node.state
+            counts[state] = counts.get(state, 0) + 1
+        self.children.extend(nodes)
+        by_name.update(added)
+        self._derived = derive_from_counts(counts)
+        changes: list[Change] = []
+        self._emit_state(old_state, changes)
 
     def add_task(self, task: Task | str) -> Task:
         """Add a task (or a new Task of that name); returns it."""

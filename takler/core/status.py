@@ -35,6 +35,11 @@ class NodeStatus(enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    # Members are singletons compared by identity: hash them as objects (in C)
+    # rather than by name in Python (Enum's __hash__). Counts per state are
+    # dicts keyed by state, updated on every change.
+    __hash__ = object.__hash__
+
 
 _RANK = {
     NodeStatus.unknown: 0,

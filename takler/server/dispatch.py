@@ -405,8 +405,8 @@ class Dispatcher:
             if old is not None:
                 ops.delete(old, force=False)
             bunch.add_flow(flow)
-            if self.server.store is not None:
-                await self.server.store_call(self.server.store.save_flow, flow)
+        # No save here: execute()'s commit writes each added flow whole (its
+        # node_added changes are structural), after deleting a replaced one.
         return {"loaded": names}
 
     async def cmd_replace(self, args: dict[str, Any]) -> Any:

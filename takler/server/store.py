@@ -34,7 +34,16 @@ from typing import Any
 
 import attrs
 
-from takler.codec import dump_node, dump_node_state, dumps, load_bunch, loads
+from takler.codec import (
+    FRESH_TASK_STATE,
+    FRESH_TASK_STATE_TEXT,
+    dump_node,
+    dump_node_state,
+    dumps,
+    gc_paused,
+    load_bunch,
+    loads,
+)
 from takler.core.bunch import Bunch
 from takler.core.change import Change, ChangeKind
 from takler.core.errors import CodecError, TaklerError
@@ -483,27 +492,44 @@ class Store:
             StoreError: the database cannot be read or holds damaged data.
         """
         try:
-            definitions = [
-                loads(text)
-                for (text,) in self._conn.execute("SELECT definition FROM flows ORDER BY rowid")
-            ]
-            states = {
-                path: loads(text)
-                for path, text in self._conn.execute("SELECT path, state FROM node_state")
-            }
-            data = {
-                "schema": 1,
-                "parameters": self.get_kv("bunch.parameters", {}),
-                "now": self.get_kv("bunch.now"),
-                "flows": definitions,
-            }
-            bunch = load_bunch(data, states=states)
+            # Everything read here stays: no collection needs to rescan it meanwhile.
+            with gc_paused(long_lived=True):
+                definitions = [
+                    loads(text)
+                    for (text,) in self._conn.execute("SELECT definition FROM flows ORDER BY rowid")
+                ]
+                data = {
+                    "schema": 1,
+                    "parameters": self.get_kv("bunch.parameters", {}),
+                    "now": self.get_kv("bunch.now"),
+                    "flows": definitions,
+                }
+                bunch = load_bunch(data, states=self._load_states())
         except sqlite3.Error as e:
             raise StoreError(f"cannot read {self.path}: {e}") from e
         except CodecError as e:
             raise StoreError(f"cannot restore from {self.path}: {e}") from e
         self._prepared_now = bunch.now
         return bunch
+
+    def _load_states(self) -> dict[str, dict[str, Any]]:
+        """Every node_state row: path -> state data.
+
+        Most rows of a big flow hold the same text (every task never run holds
+        ``{"status":"unknown","tryno":0}``): each distinct text is decoded once
+        and its data shared, read only (load_bunch copies what it applies,
+        and need not apply FRESH_TASK_STATE to a task).
+        """
+        decoded: dict[str, dict[str, Any]] = {FRESH_TASK_STATE_TEXT: FRESH_TASK_STATE}
+        states = {}
+        for path, text in self._conn.execute("SELECT path, state FROM node_state"):
+            state = decoded.get(text)
+            if state is None:
+                state = loads(text)
+                if len(text) <= 256:  # long texts are rarely shared: keep only short ones
+                    decoded[text] = state
+            states[path] = state
+        return states
 
     # ---------------------------------------------------------------- key-value
 

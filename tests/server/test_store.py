@@ -275,3 +275,30 @@ def test_replaced_flow_keeps_the_bunch_order(store: Store, tmp_path: Path) -> No
     bunch.add_flow(codec.load_flow(definition))
     store.save(bunch, bunch.drain())
     assert list(reopen(tmp_path).flows) == ["other", "f"]
+
+
+def test_rows_of_tasks_never_run_restore_with_the_rest(store: Store, tmp_path: Path) -> None:
+    # Most rows of a big flow hold a never-run task's state: load() decodes
+    # that text once and skips applying it; every other row still applies.
+    bunch = make_bunch()
+    plain = bunch.flows["other"].add_family("plain")
+    for name in ("a", "b", "c"):
+        plain.add_task(name).add_trigger("x == complete")
+    for path in ("/f/g1/t2", "/other/plain/b"):
+        task = bunch.find_node(path)
+        assert isinstance(task, Task)
+        ops.force(task, "complete")
+    store.save(bunch, bunch.drain(), structural_flows=bunch.flows)
+    texts = [t for (t,) in store._conn.execute("SELECT state FROM node_state")]
+    assert texts.count(codec.FRESH_TASK_STATE_TEXT) > 0
+    assert dump(reopen(tmp_path)) == dump(bunch)
+
+
+def test_a_family_row_with_task_state_is_still_refused(store: Store) -> None:
+    bunch = make_bunch()
+    store.save(bunch, bunch.drain(), structural_flows=bunch.flows)
+    store._conn.execute(
+        "UPDATE node_state SET state = ? WHERE path = '/f/g0'", (codec.FRESH_TASK_STATE_TEXT,)
+    )
+    with pytest.raises(StoreError, match="/f/g0: status"):
+        store.load()
