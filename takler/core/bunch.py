@@ -130,6 +130,7 @@ class Bunch:
     now: dt.datetime = _EPOCH
     journal: list[Change] = attrs.field(factory=list, repr=False)
     _paths: dict[str, Node] = attrs.field(factory=dict, repr=False, alias="_paths")
+    _tasks: int = attrs.field(default=0, repr=False, alias="_tasks")
     _deps: dict[DepKey, _Users] = attrs.field(factory=dict, repr=False, alias="_deps")
     _var_deps: dict[str, _Users] = attrs.field(factory=dict, repr=False, alias="_var_deps")
     _limit_users: dict[tuple[str, str], _Users] = attrs.field(
@@ -192,6 +193,11 @@ class Bunch:
         for flow in self.flows.values():
             yield from flow.walk()
 
+    @property
+    def task_count(self) -> int:
+        """How many tasks the bunch holds (kept up to date, not counted)."""
+        return self._tasks
+
     def tasks(self) -> Iterator[Task]:
         for flow in self.flows.values():
             yield from flow.tasks()
@@ -230,6 +236,7 @@ class Bunch:
             nodes.append((node, path))
             if isinstance(node, Family):
                 stack.extend((c, f"{path}/{c.name}") for c in reversed(node.children))
+        self._tasks += sum(1 for node, _ in nodes if isinstance(node, Task))
         added = ChangeKind.node_added
         for node, path in nodes:
             # Nothing of a node outside the bunch is indexed (_detach unindexed it).
@@ -248,7 +255,8 @@ class Bunch:
         root_path = root.node_path
         for node in nodes:
             self._unindex_node(node)
-            self._paths.pop(node.node_path, None)
+            if self._paths.pop(node.node_path, None) is node and isinstance(node, Task):
+                self._tasks -= 1
         for node in nodes:
             node._path = None
         changes.append(Change(root_path, ChangeKind.node_deleted, None, root.kind, None))

@@ -231,7 +231,7 @@ class Dispatcher:
             "version": takler.__version__,
             "server_state": self.server.state.value,
             "flows": len(bunch.flows),
-            "tasks": sum(1 for _ in bunch.tasks()),
+            "tasks": bunch.task_count,
             "read_only": self.server.read_only_reason,
         }
 

@@ -561,3 +561,21 @@ def test_inlimit_added_after_attach_is_indexed():
     with pytest.raises(InvalidValueError):
         t.add_in_limit("M", tokens=0)
     assert len(t.inlimits) == 1
+
+
+def test_bunch_keeps_its_task_count():
+    bunch = Bunch()
+    flow = Flow("f")
+    flow.add_family("a").add_task("t1")
+    bunch.add_flow(flow)
+    family = flow.add_family("b")
+    family.add_task("t2")
+    family.add_family("c").add_task("t3")
+    other = Flow("g")
+    other.add_task("t")
+    bunch.add_flow(other)
+    assert bunch.task_count == sum(1 for _ in bunch.tasks()) == 4
+    flow.remove_child(family)
+    assert bunch.task_count == sum(1 for _ in bunch.tasks()) == 2
+    bunch.delete_flow("g")
+    assert bunch.task_count == 1
