@@ -18,6 +18,7 @@ import trio
 from takler.runners.base import JobExit, JobHandle, JobSpec, SubmitError, exit_from_code
 
 _FALLBACK_POLL = 1.0
+_OUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
 
 def process_start_time(pid: int) -> int | None:
@@ -82,32 +83,43 @@ class LocalRunner:
         if not spec.job_file.is_file():
             raise SubmitError(f"{spec.path}: job file {spec.job_file} does not exist")
         try:
-            out = await trio.to_thread.run_sync(_open_output, spec.job_out)
-        except OSError as exc:
-            raise SubmitError(f"{spec.path}: cannot open job output {spec.job_out}: {exc}") from exc
-        try:
-            # posix_spawn returns once the child exists (vfork-fast): it does not
-            # wait on the job, so it does not stall the loop.
-            pid = os.posix_spawnp(  # noqa: ASYNC221
-                "bash",
-                ["bash", str(spec.job_file)],
-                self._env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, out, 1),
-                    (os.POSIX_SPAWN_DUP2, out, 2),
-                ],
-                setsid=True,
-            )
-        except OSError as exc:
-            raise SubmitError(f"{spec.path}: cannot start bash: {exc}") from exc
-        finally:
+            pid = self._spawn(spec)
+        except OSError:
+            # Rare: say why (a missing output folder is made, then tried again).
+            try:
+                out = await trio.to_thread.run_sync(_open_output, spec.job_out)
+            except OSError as exc:
+                raise SubmitError(
+                    f"{spec.path}: cannot open job output {spec.job_out}: {exc}"
+                ) from exc
             os.close(out)
+            try:
+                pid = self._spawn(spec)
+            except OSError as exc:
+                raise SubmitError(f"{spec.path}: cannot start bash: {exc}") from exc
         # Not reaped before someone waits, so /proc/PID is there even if it exited.
         started = process_start_time(pid)
         self._children[pid] = os.pidfd_open(pid)
         self._ended[pid] = trio.Event()
         return JobHandle(self.name, str(pid), None if started is None else float(started))
+
+    def _spawn(self, spec: JobSpec) -> int:
+        # posix_spawn returns once the child has exec'd (vfork-fast) and holds
+        # the GIL meanwhile, so a worker thread would not let the loop go on.
+        # The job's own process opens its output (a file action, as a shell
+        # does for `job > out`): creating a file is the job's work, and costs
+        # the kernel more than the spawn. A failed file action is an OSError.
+        return os.posix_spawnp(
+            "bash",
+            ["bash", str(spec.job_file)],
+            self._env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, str(spec.job_out), _OUT_FLAGS, 0o644),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+            setsid=True,
+        )
 
     async def wait(self, handle: JobHandle) -> JobExit:
         """Block until the job's process ends; cancellable at any time.

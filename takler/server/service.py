@@ -10,11 +10,10 @@ closed.
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import logging
 import math
 import ssl
-from collections.abc import Iterator
 from typing import Any, Protocol
 
 import attrs
@@ -61,6 +60,9 @@ class DispatcherLike(Protocol):
 
     async def child(self, body: dict[str, Any]) -> Any: ...
 
+
+#: accept() errors of a process or system out of file descriptors or memory
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 _HTTP_STATUS = {
     "bad_request": 400,
@@ -115,9 +117,25 @@ class Service:
             return
         async with trio.open_nursery() as handlers:
             with trio.CancelScope() as self._accept_scope:
-                await trio.serve_listeners(
-                    self.handle_stream, listeners, handler_nursery=handlers, task_status=task_status
-                )
+                async with trio.open_nursery() as acceptors:
+                    for listener in listeners:
+                        acceptors.start_soon(self._accept, listener, handlers)
+                    task_status.started(listeners)
+
+    async def _accept(self, listener: trio.abc.Listener[Any], handlers: trio.Nursery) -> None:
+        # trio.serve_listeners, less its second close of each stream (and the
+        # cancel scope that takes): handle_stream closes the stream itself.
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    log.error("accept failed (%s); retrying in 0.1 s", exc)
+                    await trio.sleep(0.1)
+                else:
+                    handlers.start_soon(self.handle_stream, stream)
 
     def stop(self) -> None:
         """Stop gracefully: accept no more connections, answer the requests in
@@ -144,32 +162,40 @@ class Service:
             log.exception("connection failed")
         finally:
             self.connections -= 1
-            await trio.aclose_forcefully(stream)
+            if type(stream) is trio.SocketStream:
+                # Closing a plain socket never blocks: no cancel scope needed.
+                stream.socket.close()
+            else:
+                await trio.aclose_forcefully(stream)
 
     # ---------------------------------------------------------------- HTTP
 
     async def _handle(self, stream: trio.abc.Stream) -> None:
         try:
             body = b""
+            head: RequestHead | None = None
             is_child = False
-            try:
-                with trio.fail_after(self.config.handshake_timeout), self.idle_scope() as idle:
+            timeout = self.config.handshake_timeout
+            # The head, then the body, each within handshake_timeout.
+            with trio.CancelScope(deadline=trio.current_time() + timeout) as timer:
+                with self.idle_scope() as idle:
                     head = await self._read_head(stream)
                 if idle.cancelled_caught or head is None:
                     return
-                with trio.fail_after(self.config.handshake_timeout):
-                    is_child = head.method == "POST" and head.path == "/child"
-                    if head.is_websocket():
-                        head.check_websocket()
-                    elif is_child:
-                        body = await self._read_body(stream, head)
-            except trio.TooSlowError:
+                timer.deadline = trio.current_time() + timeout
+                is_child = head.method == "POST" and head.path == "/child"
+                if head.is_websocket():
+                    head.check_websocket()
+                elif is_child:
+                    body = await self._read_body(stream, head)
+            if timer.cancelled_caught:
                 log.debug("connection gave no complete request in time")
                 return
-            if head.is_websocket():
-                await self._websocket(stream, head)
-            elif is_child:
+            assert head is not None
+            if is_child:
                 await self._http_child(stream, body)
+            elif head.is_websocket():
+                await self._websocket(stream, head)
             elif head.path in ("/", "/health") and head.method == "GET":
                 info = {"ok": True, "service": "takler", "version": takler.__version__}
                 await stream.send_all(reply_bytes(200, info))
@@ -229,7 +255,7 @@ class Service:
             status = _HTTP_STATUS.get(code, 400)
             raise HttpError(status, code, one_line(exc)) from None
         try:
-            data = reply_bytes(200, {"ok": True, "result": result})
+            data = _OK_NONE if result is None else reply_bytes(200, {"ok": True, "result": result})
         except (TypeError, ValueError) as exc:
             log.error("child reply not encodable: %s", exc)
             raise HttpError(500, "server_error", "the reply could not be encoded") from None
@@ -253,17 +279,10 @@ class Service:
             raise ServiceUnavailable("the server is stopping; retry")
         raise ServiceUnavailable(f"wait: still waiting after {timeout:g} s; retry")
 
-    @contextlib.contextmanager
-    def idle_scope(self) -> Iterator[trio.CancelScope]:
-        """A scope around waiting for a request, cancelled by :meth:`stop`."""
-        with trio.CancelScope() as scope:
-            if self.stopping:
-                scope.cancel()
-            self._idle_scopes.add(scope)
-            try:
-                yield scope
-            finally:
-                self._idle_scopes.discard(scope)
+    def idle_scope(self) -> _IdleScope:
+        """A scope around waiting for a request, cancelled by :meth:`stop`
+        (a context manager giving the :class:`trio.CancelScope`)."""
+        return _IdleScope(self)
 
     # ---------------------------------------------------------------- WebSocket
 
@@ -298,3 +317,28 @@ class Service:
                             ws, 1001, "server shutdown" if stopping else "closing", 0.1
                         )
                 nursery.cancel_scope.cancel()
+
+
+class _IdleScope:
+    """:meth:`Service.idle_scope`: a plain class, cheaper than a generator."""
+
+    __slots__ = ("_scope", "_service")
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._scope = trio.CancelScope()
+
+    def __enter__(self) -> trio.CancelScope:
+        scope = self._scope.__enter__()
+        if self._service.stopping:
+            scope.cancel()
+        self._service._idle_scopes.add(scope)
+        return scope
+
+    def __exit__(self, *exc: Any) -> bool:
+        self._service._idle_scopes.discard(self._scope)
+        return self._scope.__exit__(*exc)
+
+
+#: the reply to every child command that returns nothing
+_OK_NONE = reply_bytes(200, {"ok": True, "result": None})

@@ -11,15 +11,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import posixpath
 import re
 import shlex
+import stat
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
 import jinja2
 import jinja2.bccache
+from jinja2.loaders import split_template_path
 
 from takler.core.errors import TaklerError
 
@@ -112,15 +115,26 @@ def write_job(text: str, job_file: Path) -> None:
         JobRenderError: the file cannot be written.
     """
     tmp = job_file.with_name(f".{job_file.name}.{os.getpid()}.tmp")
+    data = text.encode("utf-8")
     try:
-        job_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o700)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        try:
+            fd = os.open(tmp, _JOB_FLAGS, 0o700)
+        except FileNotFoundError:  # the first job of its folder
+            job_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, _JOB_FLAGS, 0o700)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, job_file)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise JobRenderError(f"cannot write job file {job_file}: {exc.strerror}") from None
+
+
+_JOB_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 
 @functools.lru_cache(maxsize=512)
@@ -176,13 +190,82 @@ def _renamed(code: types.CodeType, old: str, new: str) -> types.CodeType:
 _BYTECODE = _SameSourceCache()
 
 
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    # A file rewritten in place changes size or mtime; one replaced, its inode.
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _Loader(jinja2.FileSystemLoader):
+    """A FileSystemLoader whose templates stay cached while nothing changes.
+
+    A template found is up to date while its file has the same inode, size,
+    mtime and ctime, and no file of that name has appeared in a folder
+    searched before its own. The text of each file is kept with that
+    signature, so ``include_raw`` of an unchanged file costs one ``stat``.
+    """
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        pieces = split_template_path(template)
+        found = -1
+        for index, folder in enumerate(self.searchpath):
+            filename = posixpath.join(folder, *pieces)
+            try:
+                st = os.stat(filename)
+            except (OSError, ValueError):
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found = index
+                break
+        else:
+            paths = ", ".join(repr(p) for p in self.searchpath)
+            raise jinja2.TemplateNotFound(template, f"{template!r} not found in {paths}")
+        signature = _signature(st)
+        contents = _read_text(filename, signature, self.encoding)
+        before = [posixpath.join(folder, *pieces) for folder in self.searchpath[:found]]
+
+        def uptodate() -> bool:
+            try:
+                if _signature(os.stat(filename)) != signature:
+                    return False
+            except OSError:
+                return False
+            return not any(os.path.isfile(path) for path in before)
+
+        return contents, os.path.normpath(filename), uptodate
+
+
+#: file name -> (signature, text) of the template files read last
+_TEXTS: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+
+
+def _read_text(filename: str, signature: tuple[int, int, int, int], encoding: str) -> str:
+    cached = _TEXTS.get(filename)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    with open(filename, encoding=encoding) as f:
+        contents = f.read()
+    if len(_TEXTS) >= _MAX_CACHED:
+        _TEXTS.pop(next(iter(_TEXTS)))
+    _TEXTS[filename] = (signature, contents)
+    return contents
+
+
+@functools.lru_cache(maxsize=64)
 def _environment(search_path: tuple[str, ...]) -> jinja2.Environment:
+    """The environment of one search path, kept: its templates stay compiled
+    and are loaded again when their file changes (``auto_reload``)."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(list(search_path)),
+        loader=_Loader(list(search_path)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
         auto_reload=True,
+        # Includes are looked up by every render: keep the LRU short (Jinja's
+        # moves a hit up by a linear search). Scripts compiled once are
+        # shared through the bytecode cache anyway.
+        cache_size=50,
         bytecode_cache=_BYTECODE,
     )
     env.filters["shquote"] = _shquote

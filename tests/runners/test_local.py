@@ -224,3 +224,11 @@ async def test_reused_pid_is_lost_and_not_killed() -> None:
 def test_process_start_time() -> None:
     assert isinstance(process_start_time(os.getpid()), int)
     assert process_start_time(2**22 + 1) is None
+
+
+async def test_submit_with_an_output_that_cannot_be_opened_fails(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, "true")
+    (tmp_path / "out").write_text("a file where the output folder should be\n")
+    with pytest.raises(SubmitError, match="cannot open job output") as info:
+        await LocalRunner().submit(spec)
+    assert info.value.code == "submit_failed"

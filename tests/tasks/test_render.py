@@ -152,3 +152,26 @@ def test_write_job_replaces_an_existing_file(tmp_path) -> None:
     write_job("new\n", job)
     assert job.read_text() == "new\n"
     assert [p.name for p in tmp_path.iterdir()] == ["t1.job1"]
+
+
+def test_edited_include_is_picked_up(tmp_path) -> None:
+    includes = tmp_path / "inc"
+    includes.mkdir()
+    header = includes / "common.h"
+    header.write_text("one\n")
+    path = script(tmp_path, '{% include "common.h" %}{{ include_raw("common.h") }}')
+    assert render_job(path, {}, include_dirs=[includes]) == "one\none\n"
+    header.write_text("three\n")  # same second, other size
+    assert render_job(path, {}, include_dirs=[includes]) == "three\nthree\n"
+
+
+def test_include_appearing_earlier_in_the_search_path_wins(tmp_path) -> None:
+    includes = tmp_path / "inc"
+    includes.mkdir()
+    (includes / "common.h").write_text("from the include folder\n")
+    path = script(tmp_path, '{% include "common.h" %}')
+    assert render_job(path, {}, include_dirs=[includes]) == "from the include folder\n"
+    (tmp_path / "common.h").write_text("beside the script\n")
+    assert render_job(path, {}, include_dirs=[includes]) == "beside the script\n"
+    (tmp_path / "common.h").unlink()
+    assert render_job(path, {}, include_dirs=[includes]) == "from the include folder\n"
