@@ -66,8 +66,15 @@ def register(app: typer.Typer) -> None:
         ] = False,
         max_message_size: Annotated[
             int,
-            typer.Option(help="Largest request in bytes (a load of 100,000 tasks is ~10 MB)."),
+            typer.Option(help="Largest request in bytes (and child command body)."),
         ] = 1 << 20,
+        max_operator_message_size: Annotated[
+            int,
+            typer.Option(
+                help="Largest request in bytes from an operator token given at connect"
+                " (a load of 100,000 tasks is ~9 MB)."
+            ),
+        ] = 64 << 20,
     ) -> None:
         def body() -> int:
             from takler.server import TaklerServer
@@ -89,6 +96,7 @@ def register(app: typer.Typer) -> None:
                 log_level=log_level,
                 console=not view,
                 max_message_size=max_message_size,
+                max_operator_message_size=max_operator_message_size,
             )
             flows = load_flows(flow_file, home=server.home)
             if not view:

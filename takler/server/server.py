@@ -62,8 +62,11 @@ class TaklerServer:
         runners: runner name -> runner (default: local, slurm, command).
         wall_clock: the flow clock at Trio time 0 of this run (tests).
         listeners: serve on these instead of binding host:port (tests).
-        max_message_size: the largest request accepted, in bytes (a ``load``
-            of a 100,000-task flow is about 10 MB).
+        max_message_size: the largest request accepted, in bytes, and the
+            largest child command body.
+        max_operator_message_size: the largest request accepted on a
+            connection that gave an operator token when it connected (a
+            ``load`` of a 100,000-task flow is about 9 MB).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class TaklerServer:
         listeners: list[trio.abc.Listener[Any]] | None = None,
         job_cafile: str | Path | None = None,
         max_message_size: int = 1 << 20,
+        max_operator_message_size: int = 64 << 20,
     ) -> None:
         self.host = host or os.environ.get("TAKLER_HOST") or "127.0.0.1"
         env_port = os.environ.get("TAKLER_PORT")
@@ -98,6 +102,7 @@ class TaklerServer:
         self.console = console
         self.use_store = store
         self.max_message_size = max_message_size
+        self.max_operator_message_size = max_operator_message_size
         self.bunch = Bunch()
         self.state = ServerState.running
         self.read_only_reason: str | None = None

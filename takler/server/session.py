@@ -78,6 +78,7 @@ class Session:
         ws: trio_websocket.WebSocketConnection,
         stream: trio.abc.Stream,
         token: str | None,
+        max_message_size: int | None = None,
     ) -> None:
         self.service = service
         self.config = service.config
@@ -85,6 +86,7 @@ class Session:
         self.stream = stream
         # The token, not the identity it gave: a revoked token stops working at once.
         self.token = token
+        self.max_message_size = max_message_size or service.config.max_message_size
         self.subs: dict[int, tuple[Subscription, trio.CancelScope]] = {}
         self.waits = 0
         self._waits_done = trio.Event()
@@ -161,7 +163,7 @@ class Session:
             await self._send(encode(reply))
             return
         try:
-            req = decode_request(message, self.config.max_message_size)
+            req = decode_request(message, self.max_message_size)
             if req.command not in COMMAND_ROLES:
                 shown = req.command if req.command.isprintable() else repr(req.command)
                 raise UnknownCommandError(f"unknown command {shown}", req.id)

@@ -204,7 +204,11 @@ async def open_parts(server: TaklerServer) -> None:
         dispatcher,
         server.hub,
         server.auth,
-        ServiceConfig(ssl_context=ssl_context, max_message_size=server.max_message_size),
+        ServiceConfig(
+            ssl_context=ssl_context,
+            max_message_size=server.max_message_size,
+            max_operator_message_size=server.max_operator_message_size,
+        ),
     )
     runners = server._runners if server._runners is not None else _default_runners()
     from takler.server.jobs import Jobs, new_password

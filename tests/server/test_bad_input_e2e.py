@@ -161,7 +161,12 @@ async def test_limits_close_with_a_clear_reason(served: TaklerServer) -> None:
         assert "8 subscriptions" in reply["error"]["message"]
         assert (await ask(ws, '{"v": 1, "id": 10, "command": "ping"}'))["ok"] is True
     big = json.dumps({"v": 1, "id": 1, "command": "ping", "args": {"x": "y" * (1 << 20)}})
+    # An operator token given at connect allows big messages (flows to load)...
     async with raw_ws(served.port, served.token) as ws:
+        reply = await ask(ws, big)
+        refused(reply, "bad_args")
+    # ... the 1 MiB limit holds for anyone else.
+    async with raw_ws(served.port, None) as ws:
         await ws.send_message(big)
         with pytest.raises(trio_websocket.ConnectionClosed) as info:
             with trio.fail_after(WAIT_LIMIT):
