@@ -28,10 +28,16 @@ def process_start_time(pid: int) -> int | None:
     and parentheses, so fields are counted from its closing parenthesis.
     """
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
+        # os.open/os.read: no file object to build, once per job started.
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        stat = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     fields = stat[stat.rfind(b")") + 2 :].split()
     try:
         return int(fields[19])

@@ -25,11 +25,14 @@ from takler.core.node import Task
 from takler.core.params import variables_for_job
 from takler.core.status import RUNNING, NodeStatus
 from takler.runners.base import JobExit, JobHandle, JobSpec, Runner
+from takler.server.threads import run_sync
 
 log = logging.getLogger("takler.jobs")
 
 #: ends a job cannot tell itself, only the runner can
 _UNTOLD = frozenset({"timeout", "node_fail", "cancelled", "killed"})
+#: seconds a job's end record may wait for another commit to carry it
+FLUSH_DELAY = 0.05
 
 
 def new_password() -> str:
@@ -158,6 +161,7 @@ class Jobs:
         self._on_history = on_history or _no_history
         self.watches: dict[str, JobWatch] = {}
         self._nursery: trio.Nursery | None = None
+        self._flushing = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -242,7 +246,7 @@ class Jobs:
             raise SubmitError(f"unknown runner {runner_name!r} (TAKLER_RUNNER)")
         text, job_file, job_out = render_task(task, variables, self._bin_dir)
         try:
-            await trio.to_thread.run_sync(_write_job, text, job_file)
+            await run_sync(_write_job, text, job_file)
         except OSError as e:
             from takler.runners.base import SubmitError
 
@@ -286,6 +290,7 @@ class Jobs:
             exit = await runner.wait(handle)
         self._on_history("end", {"path": task.node_path, "tryno": watch.tryno, "rid": handle.rid,
                            "exit": exit.status, "code": exit.code, "reason": exit.reason})  # fmt: skip
+        changed = True
         if self._current(task, watch):
             reason = exit.reason
             if exit.status == "exited" and exit.code is not None:
@@ -307,9 +312,17 @@ class Jobs:
             # submission change; the store writes the task's row again.
             task._commit([Change(task.node_path, ChangeKind.submission, "reason", None,
                                  {"reason": reason})])  # fmt: skip
+        else:
+            changed = False
         # Gone before the commit tells everyone that the job ended.
         self._forget(watch)
-        await self._save()
+        if changed:
+            await self._save()
+        else:
+            # Only the history record changed, which nobody waits for: the
+            # next commit (the job's complete was just committed, others
+            # follow) writes it with its own, or a flush shortly after.
+            self._flush_soon()
 
     def _aborted_itself(self, task: Task, watch: JobWatch, exit: JobExit) -> bool:
         """This try's job aborted the task, and the runner knows an end it could not name."""
@@ -330,6 +343,23 @@ class Jobs:
             await self._commit()
         except TaklerError as e:
             log.error("not yet durable: %s", e)
+
+    def _flush_soon(self) -> None:
+        """Commit within ``FLUSH_DELAY`` s what is noted but not yet written."""
+        if self._flushing or self._nursery is None:
+            return
+        self._flushing = True
+        try:
+            self._nursery.start_soon(self._flush)
+        except RuntimeError:  # closed: the server's last commit writes it
+            self._flushing = False
+
+    async def _flush(self) -> None:
+        try:
+            await trio.sleep(FLUSH_DELAY)
+        finally:
+            self._flushing = False
+        await self._save()  # nothing to do when another commit took it already
 
     def _forget(self, watch: JobWatch) -> None:
         if self.watches.get(watch.task_path) is watch:

@@ -26,6 +26,7 @@ from takler.core.node import Flow, Task
 from takler.core.status import RUNNING, NodeStatus
 from takler.server.jobs import Jobs
 from takler.server.scheduler import Scheduler
+from takler.server.threads import run_sync
 
 log = logging.getLogger("takler.server")
 
@@ -123,6 +124,8 @@ class TaklerServer:
         self._queued: list[Any] = []
         self._prepared = 0
         self._written = 0
+        #: set when the write in progress ends (None while none is)
+        self._writing: trio.Event | None = None
         self._history: list[Any] = []
         self._guest: Any = None
         self._trio_token: trio.lowlevel.TrioToken | None = None
@@ -233,24 +236,37 @@ class TaklerServer:
     async def _persist(self, changes: list[Change], history: list[Any]) -> None:
         # Group commit: whoever holds the lock writes every batch queued so far,
         # ours included; a failed write leaves them queued for the next writer.
+        # While a write is in progress, the others wait for its end on one
+        # event (woken together) rather than queueing on the lock, where each
+        # would wake the next in turn only to find its batch already written.
         self._queued.append(self.store.prepare(self.bunch, changes, history=history))
         self._prepared += 1
         mine = self._prepared
         assert self._store_lock is not None
-        async with self._store_lock:
-            if self._written < mine:
-                await self._write_queued()
+        while self._written < mine:
+            writing = self._writing
+            if writing is not None:
+                await writing.wait()
+                continue
+            async with self._store_lock:
+                if self._written < mine:
+                    await self._write_queued()
 
     async def _write_queued(self) -> None:
         batches, self._queued = self._queued, []
+        self._writing = writing = trio.Event()
         try:
-            await trio.to_thread.run_sync(self.store.write, batches)
+            await run_sync(self.store.write, batches)
         except BaseException as e:
             self._queued[:0] = batches
             if isinstance(e, TaklerError):
                 self._store_failed(e)
             raise
-        self._written += len(batches)
+        else:
+            self._written += len(batches)
+        finally:
+            self._writing = None
+            writing.set()
         if self.read_only_reason is not None:
             self._store_recovered()
 
@@ -286,7 +302,13 @@ class TaklerServer:
         refuse_if_read_only(self)
 
     async def store_call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run a blocking store call in a worker thread, one at a time."""
+        """Run a blocking store call in a worker thread, one at a time.
+
+        Job history noted for the next commit is written first, so a read
+        sees every job's end (:class:`~takler.server.jobs.Jobs` lets an end
+        record wait for a commit to carry it)."""
+        if self._history:
+            await self.commit()
         assert self._store_lock is not None
         async with self._store_lock:
             return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))

@@ -188,6 +188,24 @@ def test_refusal_is_not_retried(server) -> None:
     assert len(server.requests) == 1
 
 
+def test_rare_parts_load_when_sourced_by_a_relative_path(server, tmp_path) -> None:
+    # child_more.takler is found from where child.takler was sourced, even
+    # after the shell changed folder.
+    error = {"code": "zombie", "message": "not current"}
+    server.replies = [(403, {"ok": False, "error": error})]
+    code = f'cd "{CHILD.parent}"; . ./child.takler; cd "{tmp_path}"; takler_label l "a\tb" || echo rc=$?'
+    result = subprocess.run(
+        ["bash", "-c", f"set -eu; {code}"],
+        env=job_env(server.port),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.stdout == "rc=1\n"
+    assert result.stderr == "takler_child: label refused (403 zombie): not current\n"
+    assert server.requests[0]["args"] == {"name": "l", "text": "a\tb"}
+
+
 def test_unready_server_is_retried(server) -> None:
     server.replies = [(503, {"ok": False, "error": {"code": "halted", "message": "halted"}})]
     result = bash("takler_event e1", job_env(server.port))
