@@ -31,6 +31,7 @@ TOKENS_FILE = "tokens.json"
 SERVER_FILE = "server.json"
 OWNER = "owner"
 ROLES = ("operator", "read")
+_KNOWN_MAX = 1024
 _RANK = {"anonymous": 0, "read": 1, "operator": 2}
 
 
@@ -133,6 +134,9 @@ class Auth:
         self._entries = {e.name: e for e in entries}
         self._path = path
         self._clock = clock
+        # Valid tokens already checked -> identity: every request and every
+        # streamed message checks its token. Emptied on any change of the table.
+        self._known: dict[str, Identity] = {}
 
     @classmethod
     def open(cls, home: str | Path) -> tuple[Auth, str]:
@@ -156,6 +160,7 @@ class Auth:
         if OWNER in auth._entries:
             log.info("issuing a new owner token (server.json is missing or out of date)")
             del auth._entries[OWNER]
+            auth._known.clear()
         return auth, auth.add(OWNER, "operator")
 
     @classmethod
@@ -169,12 +174,17 @@ class Auth:
         """The identity a token stands for; anonymous when unknown or ``None``."""
         if not token:
             return ANONYMOUS
+        known = self._known.get(token)
+        if known is not None:
+            return known
         digest = _hash(token)
         found = ANONYMOUS
         # Compare against every entry in constant time so timing reveals nothing.
         for entry in self._entries.values():
             if hmac.compare_digest(digest, entry.token_sha256):
                 found = Identity(entry.name, entry.role)
+        if found != ANONYMOUS and len(self._known) < _KNOWN_MAX:
+            self._known[token] = found
         return found
 
     def add(self, name: str, role: str) -> str:
@@ -192,6 +202,7 @@ class Auth:
             raise DuplicateNameError(f"a token named {name!r} exists; revoke it first")
         token = secrets.token_urlsafe(32)
         self._entries[name] = TokenEntry(name, role, _hash(token), self._clock())
+        self._known.clear()
         self._save()
         return token
 
@@ -211,6 +222,7 @@ class Auth:
         if name not in self._entries:
             raise NodeNotFoundError(f"no token named {name!r}")
         del self._entries[name]
+        self._known.clear()
         self._save()
 
     def _save(self) -> None:
