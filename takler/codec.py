@@ -8,9 +8,11 @@ A node is ``{"kind", "name", definition keys..., state keys..., "children"}``
   strings are always written.
 * ``state=False`` gives a pure definition (what a client loads);
   ``state=True`` adds run-time state; ``secrets=True`` adds task passwords.
-* Loading builds each node through the model's public API (``add_task``,
-  ``add_trigger``...) so every check of the model applies, then sets the
-  state fields directly. ``"kind"`` is looked up in a fixed table: data never
+* Loading builds each node through the model's own methods (``add_event``,
+  ``add_limit``...) so every check of the model applies; where a new node
+  needs none of them (a trigger, children already checked here) it takes the
+  model's unchecked path (``_put_expr``, ``_adopt_children``). Then it sets
+  the state fields directly. ``"kind"`` is looked up in a fixed table: data never
   names code. Any problem raises :class:`CodecError` naming the node path and
   the field, and nothing half-built is returned.
 * Schema 1 is current. Schema 0 (no ``"schema"`` key; each node's ``"status"``
@@ -39,8 +41,8 @@ from takler.core.attributes import check_name
 from takler.core.bunch import Bunch, gc_paused
 from takler.core.change import Change
 from takler.core.errors import CodecError, DuplicateNameError, TaklerError
-from takler.core.expression import format_expression
-from takler.core.node import Family, Flow, Node, Task
+from takler.core.expression import format_expression, parse_expression
+from takler.core.node import Family, Flow, Node, Task, _param_value
 from takler.core.status import NodeStatus
 
 __all__ = [
@@ -504,8 +506,9 @@ def _text(data: dict[str, Any], field: str) -> str:
 def _load_parameters(node: Node, value: Any, st: dict) -> None:
     # add_parameter's checks without its change record: the node is new, and a
     # JSON object has no two keys alike (the key check comes first, as there).
+    parameters = node.parameters
     for name, v in _dict(value).items():
-        node._set_param(check_name(name, "parameter name"), v)
+        parameters[check_name(name, "parameter name")] = _param_value(name, v)
 
 
 def _load_events(node: Node, value: Any, st: dict) -> None:
@@ -558,14 +561,15 @@ def _expr_data(value: Any, structure: Callable[[Any], _ExprData]) -> tuple[str, 
 
 def _load_trigger(node: Node, value: Any, st: dict) -> None:
     text, freed = _expr_data(value, _trigger)
-    node.add_trigger(text)
+    # add_trigger, for a new node (no trigger yet) outside any bunch, as _put_expr does it.
+    node._put_expr("trigger", parse_expression(text))
     if freed is not None:
         st["trigger_freed"] = freed
 
 
 def _load_complete(node: Node, value: Any, st: dict) -> None:
     text, freed = _expr_data(value, _complete)
-    node.add_complete(text)
+    node._put_expr("complete", parse_expression(text))
     if freed is not None:
         st["complete_freed"] = freed
 
@@ -759,15 +763,20 @@ def _apply_state(node: Node, kind: str, st: Mapping[str, Any]) -> None:
 _States = Mapping[str, Mapping[str, Any]] | None
 
 
-_SKIP = frozenset({"kind", "name", "state", "children"})
 _NO_STATE: Any = object()
 
 
 def _build(
-    data: Any, parent: str, where: str | int, kinds: tuple[str, ...], states: _States
+    data: Any,
+    parent: str,
+    where: str | int,
+    kinds: tuple[str, ...],
+    states: _States,
+    paths: dict[str, Node],
 ) -> Node:
     """The node of ``data`` below ``parent`` (a path); ``where`` names the data
-    in messages: a text, or the index of the child in ``parent``'s children."""
+    in messages: a text, or the index of the child in ``parent``'s children.
+    Each node built goes into ``paths`` by its path, parents first."""
     if type(data) is not dict:
         where = _where(parent, where)
         raise CodecError(f"{where}: expected a node object, got {type(data).__name__}")
@@ -787,14 +796,16 @@ def _build(
     st: dict[str, Any] = {}
     try:
         node = _KINDS[kind](name)
+        paths[path] = node
         for key, value in data.items():
-            if value is None or key in _SKIP:
+            if value is None:
                 continue
-            field = key
-            if key in _SCALAR_STATE:
+            load = _DEFINITION.get(key)  # None for a state key, or kind, name...
+            if load is not None:
+                field = key
+                load(node, value, st)
+            elif key in _SCALAR_STATE:
                 st[key] = value
-            else:
-                _DEFINITION[key](node, value, st)
         children = data.get("children")
         if children is not None:
             field = "children"
@@ -804,14 +815,15 @@ def _build(
             built: list[Node] = []
             names: set[str] = set()
             for i, child_data in enumerate(children):
-                child = _build(child_data, path, i, _BELOW, states)
+                child = _build(child_data, path, i, _BELOW, states, paths)
                 if child.name in names:
                     field = f"children[{i}]"
                     raise DuplicateNameError(f"a child named {child.name} already exists")
                 names.add(child.name)
                 built.append(child)
+            # New nodes of unique names: add_children's checks hold already.
             # Children carry their state already: the family derives its own once.
-            node.add_children(built)
+            node._adopt_children(built)
         field = "state"
         if states is not None:
             stored = states.get(path, _NO_STATE)
@@ -845,20 +857,25 @@ def _where(parent: str, where: str | int) -> str:
     return f"{parent}/children[{where}]" if type(where) is int else str(where)
 
 
-def load_flow(data: Any, *, states: _States = None) -> Flow:
+def load_flow(data: Any, *, states: _States = None, paths: dict[str, Node] | None = None) -> Flow:
     """Build a detached Flow from a flow dump, with or without state.
 
     Args:
         data: a node dump of kind ``flow``.
         states: per-node state dicts by path (from :func:`dump_node_state`),
             applied over any state in ``data``.
+        paths: an empty dict to fill with each node of the flow by its path,
+            parents first: :meth:`Flow.check` and :meth:`Bunch.add_flow` take
+            it (while the tree is unchanged) rather than walk the flow again.
 
     Raises:
         CodecError: the data is not a valid flow; the message names the path and field.
     """
+    if paths is None:
+        paths = {}
     try:
         with gc_paused(long_lived=True):
-            node = _build(data, "", "flow", ("flow",), states)
+            node = _build(data, "", "flow", ("flow",), states, paths)
     except RecursionError:
         raise CodecError("flow: nodes are nested too deep") from None
     assert isinstance(node, Flow)
@@ -924,9 +941,10 @@ def load_bunch(data: Any, *, states: _States = None) -> Bunch:
             if now is not None:
                 bunch.now = now
             for i, flow_data in enumerate(flows_data):
-                flow = _build(flow_data, "", f"flows[{i}]", ("flow",), states)
+                paths: dict[str, Node] = {}
+                flow = _build(flow_data, "", f"flows[{i}]", ("flow",), states, paths)
                 field = f"flows[{i}]"
-                bunch.add_flow(flow)  # type: ignore[arg-type]
+                bunch.add_flow(flow, journal=False, paths=paths)  # type: ignore[arg-type]
     except RecursionError:
         raise CodecError("bunch: nodes are nested too deep") from None
     except CodecError:

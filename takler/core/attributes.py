@@ -147,7 +147,17 @@ class ExprAttr:
 
     expr: Any
     freed: bool = False
-    abs_paths: dict[Any, str] = attrs.field(factory=dict, repr=False)
+    #: the absolute path each reference of ``expr`` names, in the order of
+    #: ``references_of(expr)``, while the bunch's index holds the node (else
+    #: empty). A tuple, not a dict by reference: a big flow has one per node.
+    targets: tuple[str, ...] = attrs.field(default=(), repr=False)
+
+    @property
+    def abs_paths(self) -> dict[Any, str]:
+        """Each reference -> the absolute path it names, while indexed (a new dict)."""
+        from takler.core.expression import references_of
+
+        return dict(zip(references_of(self.expr), self.targets, strict=False))
 
     @property
     def text(self) -> str:

@@ -25,7 +25,7 @@ import attrs
 from takler.core.attributes import Limit, check_name
 from takler.core.change import Change, ChangeKind
 from takler.core.errors import DuplicateNameError, InvalidValueError, NodeNotFoundError
-from takler.core.expression import AttrRef, references_of
+from takler.core.expression import _REFS, AttrRef, references_of
 from takler.core.limits import find_limit_owner
 from takler.core.node import Family, Flow, Node, ParamValue, Task, _param_value
 from takler.core.status import NodeStatus
@@ -100,9 +100,12 @@ def resolve_path(owner: Node, path: str) -> str:
     return _resolve(base, path)
 
 
+_DOTS = frozenset({".", "..", ""})
+
+
 def _resolve(base: str, path: str) -> str:
     """``path`` made absolute from ``base``, the path of the referring node's parent."""
-    if "/" not in path and path not in (".", "..", ""):
+    if "/" not in path and path not in _DOTS:
         # A sibling's name (``t1``), the common case: ``base`` is already normal.
         return f"{base}/{path}"
     if path.startswith("/"):
@@ -118,6 +121,21 @@ def _resolve(base: str, path: str) -> str:
                 continue
             parts.append(part)
     return "/" + "/".join(parts)
+
+
+def subtree_paths(root: Node) -> dict[str, Node]:
+    """``root`` and every node below it by path, parents first (each path built
+    once, from its parent's: node_path walks up the tree each time)."""
+    paths: dict[str, Node] = {}
+    stack = [(root, root.node_path)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, path = pop()
+        paths[path] = node
+        if isinstance(node, Family):
+            for child in reversed(node.children):
+                push((child, f"{path}/{child.name}"))
+    return paths
 
 
 @attrs.define(eq=False)
@@ -143,8 +161,18 @@ class Bunch:
 
     # ---------------------------------------------------------------- flows
 
-    def add_flow(self, flow: Flow) -> Flow:
+    def add_flow(
+        self, flow: Flow, *, journal: bool = True, paths: dict[str, Node] | None = None
+    ) -> Flow:
         """Attach a flow. Returns it.
+
+        Args:
+            flow: a flow outside any bunch.
+            journal: record a node_added change for each of its nodes. A
+                restore, which drops the journal, need not make them.
+            paths: each node of the flow by its path, parents first, as
+                :func:`takler.codec.load_flow` gives them; the tree must not
+                have changed since. Saves walking a big flow once more.
 
         Raises:
             DuplicateNameError: a flow of that name exists.
@@ -157,10 +185,17 @@ class Bunch:
             raise InvalidValueError(f"flow {flow.name} already belongs to a bunch")
         self.flows[flow.name] = flow
         flow._bunch = self
-        changes: list[Change] = []
-        with gc_paused(long_lived=True):
-            self._attach(flow, changes)
-        self._record(changes)
+        changes: list[Change] | None = [] if journal else None
+        try:
+            with gc_paused(long_lived=True):
+                self._attach(flow, changes, paths)
+        except DuplicateNameError:
+            # Raised before anything was indexed: leave the bunch as it was.
+            del self.flows[flow.name]
+            flow._bunch = None
+            raise
+        if changes:
+            self._record(changes)
         return flow
 
     def delete_flow(self, name: str) -> list[Change]:
@@ -202,6 +237,11 @@ class Bunch:
         for flow in self.flows.values():
             yield from flow.tasks()
 
+    def live_tasks(self) -> Iterator[Task]:
+        """Every task queued, submitted, active or aborted (see :meth:`Family.live_tasks`)."""
+        for flow in self.flows.values():
+            yield from flow.live_tasks()
+
     def set_parameter(self, name: str, value: object) -> list[Change]:
         """Add or change a server variable (seen by every flow)."""
         check_name(name, "parameter name")
@@ -223,26 +263,35 @@ class Bunch:
 
     # ---------------------------------------------------------------- indexes
 
-    def _attach(self, root: Node, changes: list[Change]) -> None:
-        # Paths are built parent to child once: node_path walks up the tree each time.
-        nodes: list[tuple[Node, str]] = []
-        stack = [(root, root.node_path)]
-        while stack:
-            node, path = stack.pop()
-            if path in self._paths:
-                raise DuplicateNameError(f"{path} already exists")
-            self._paths[path] = node
+    def _attach(
+        self, root: Node, changes: list[Change] | None, paths: dict[str, Node] | None = None
+    ) -> None:
+        """Index ``root`` and its subtree (``paths``: by path, if known), all or
+        nothing; journal a node_added change for each node into ``changes``,
+        unless None (a restore journals nothing)."""
+        if paths is None:
+            paths = subtree_paths(root)
+        index = self._paths
+        if not index.keys().isdisjoint(paths):
+            taken = next(path for path in paths if path in index)
+            raise DuplicateNameError(f"{taken} already exists")
+        index.update(paths)
+        tasks = 0
+        for path, node in paths.items():
             node._path = path
-            nodes.append((node, path))
-            if isinstance(node, Family):
-                stack.extend((c, f"{path}/{c.name}") for c in reversed(node.children))
-        self._tasks += sum(1 for node, _ in nodes if isinstance(node, Task))
-        added = ChangeKind.node_added
-        for node, path in nodes:
-            # Nothing of a node outside the bunch is indexed (_detach unindexed it).
+            if isinstance(node, Task):
+                tasks += 1
+        self._tasks += tasks
+        # Nothing of a node outside the bunch is indexed (_detach unindexed it).
+        index_node = self._index_node
+        for path, node in paths.items():
             if node.trigger is not None or node.complete_expr is not None or node.inlimits:
-                self._index_node(node, path, fresh=True)
-            changes.append(Change(path, added, None, None, node.kind))
+                index_node(node, path, fresh=True)
+        if changes is not None:
+            added = ChangeKind.node_added
+            changes.extend(
+                Change(path, added, None, None, node.kind) for path, node in paths.items()
+            )
 
     def _detach(self, root: Node, changes: list[Change]) -> None:
         from takler.core.limits import release_all
@@ -265,25 +314,44 @@ class Bunch:
         """(Re)index ``node``'s expressions and inlimits; ``fresh``: nothing of it is indexed."""
         if not fresh:
             self._unindex_node(node)
-        base = None
-        for attr in (node.trigger, node.complete_expr):
-            if attr is None:
-                continue
-            if base is None:
-                base = (path or node.node_path).rpartition("/")[0]
-            # abs_paths doubles as the record of what is indexed for this node.
-            attr.abs_paths.clear()
-            for ref in references_of(attr.expr):
-                target = _resolve(base, ref.path)
-                found = self._paths.get(target)
-                if found is not None:
-                    target = found.node_path  # the index's own string, not a copy
-                attr.abs_paths[ref] = target
-                if isinstance(ref, AttrRef):
-                    _link(self._deps, (target, ref.name), node)
-                    _link(self._var_deps, ref.name, node)
-                else:
-                    _link(self._deps, target, node)
+        trigger, complete = node.trigger, node.complete_expr
+        if trigger is not None or complete is not None:
+            # Called for every node of a loaded flow: the lookups are bound once.
+            base = (path or node.node_path).rpartition("/")[0]
+            paths, deps = self._paths, self._deps
+            for attr in (trigger, complete):
+                if attr is None:
+                    continue
+                expr = attr.expr
+                cached = _REFS.get(id(expr))  # references_of's cache, read inline
+                refs = (
+                    cached[1] if cached is not None and cached[0] is expr else references_of(expr)
+                )
+                targets = []
+                for ref in refs:
+                    rel = ref.path
+                    if "/" in rel or rel in _DOTS:
+                        target = _resolve(base, rel)
+                    else:
+                        target = f"{base}/{rel}"  # a sibling (_resolve's common case)
+                    found = paths.get(target)
+                    if found is not None:
+                        target = found._path or target  # the index's own string, not a copy
+                    targets.append(target)
+                    if type(ref) is AttrRef:
+                        _link(deps, (target, ref.name), node)
+                        _link(self._var_deps, ref.name, node)
+                        continue
+                    # _link, inline: one user per key is the common case.
+                    users = deps.get(target)
+                    if users is None:
+                        deps[target] = node
+                    elif type(users) is set:
+                        users.add(node)
+                    elif users is not node:
+                        deps[target] = {users, node}  # type: ignore[arg-type]
+                # targets doubles as the record of what is indexed for this node.
+                attr.targets = tuple(targets)
         if node.inlimits:
             keys = []
             for inlimit in node.inlimits:
@@ -295,14 +363,16 @@ class Bunch:
 
     def _unindex_node(self, node: Node) -> None:
         for attr in (node.trigger, node.complete_expr):
-            if attr is None:
+            if attr is None or not attr.targets:
                 continue
-            for ref, target in attr.abs_paths.items():
+            refs = references_of(attr.expr)
+            for ref, target in zip(refs, attr.targets, strict=True):
                 if isinstance(ref, AttrRef):
                     _unlink(self._deps, (target, ref.name), node)
                     _unlink(self._var_deps, ref.name, node)
                 else:
                     _unlink(self._deps, target, node)
+            attr.targets = ()
         for key in self._limit_keys.pop(node, ()):
             _unlink(self._limit_users, key, node)
 
@@ -332,7 +402,7 @@ class Bunch:
                 for n in users
                 for attr in (n.trigger, n.complete_expr)
                 if attr is not None
-                for p in attr.abs_paths.values()
+                for p in attr.targets
                 if p == change.path or p.startswith(prefix) or change.path == "/"
             }
         return set()

@@ -64,14 +64,12 @@ def _with_paths(flow: Flow) -> Iterator[tuple[Node, str]]:
             stack.extend((c, f"{path}/{c.name}") for c in reversed(node.children))
 
 
-def _finder(flow: Flow) -> Callable[[str], Node | None]:
-    """Node by path: the bunch's index, or for a detached flow a map of its
-    paths, falling back to a walk for a path the map does not hold as written
-    (``/f/../t``)."""
+def _finder(flow: Flow, paths: dict[str, Node]) -> Callable[[str], Node | None]:
+    """Node by path: the bunch's index, or for a detached flow ``paths``,
+    falling back to a walk for a path not held as written (``/f/../t``)."""
     bunch = flow.bunch
     if bunch is not None:
         return bunch.get_node
-    paths = {path: node for node, path in _with_paths(flow)}
 
     def find(path: str) -> Node | None:
         node = paths.get(path)
@@ -80,18 +78,21 @@ def _finder(flow: Flow) -> Callable[[str], Node | None]:
     return find
 
 
-def check_flow(flow: Flow) -> list[str]:
-    """One line per reference in ``flow`` that does not resolve."""
+def check_flow(flow: Flow, paths: dict[str, Node] | None = None) -> list[str]:
+    """One line per reference in ``flow`` that does not resolve.
+
+    ``paths``: each node of the flow by its path, parents first, if known
+    (see :func:`takler.codec.load_flow`).
+    """
+    if paths is None:
+        paths = {path: node for node, path in _with_paths(flow)}
     problems: list[str] = []
-    find: Callable[[str], Node | None] | None = None
-    for node, path in _with_paths(flow):
-        if node.trigger is not None or node.complete_expr is not None:
-            if find is None:
-                find = _finder(flow)
-            if node.trigger is not None:
-                problems += _expr_problems(node, path, "trigger", node.trigger, find)
-            if node.complete_expr is not None:
-                problems += _expr_problems(node, path, "complete", node.complete_expr, find)
+    find = _finder(flow, paths)
+    for path, node in paths.items():
+        if node.trigger is not None:
+            problems += _expr_problems(node, path, "trigger", node.trigger, find)
+        if node.complete_expr is not None:
+            problems += _expr_problems(node, path, "complete", node.complete_expr, find)
         for inlimit in node.inlimits:
             if inlimit.path and flow.bunch is None:
                 owner = _find(flow, resolve_path(node, inlimit.path))

@@ -174,13 +174,11 @@ class Dispatcher:
 
     async def _child_wait(self, task: Task, text: str) -> Any:
         from takler.core.attributes import ExprAttr
-        from takler.core.bunch import resolve_path
-        from takler.core.expression import parse_expression, references
+        from takler.core.expression import parse_expression
         from takler.core.ready import holds
 
+        # Not indexed: its paths resolve from the task as it is evaluated.
         attr = ExprAttr(parse_expression(text))
-        for ref in references(attr.expr):
-            attr.abs_paths[ref] = resolve_path(task, ref.path)
         tryno = task.tryno
         while not holds(task, attr):
             await self.server.wait_changed()
@@ -387,24 +385,29 @@ class Dispatcher:
 
         flows_data = _arg(args, "flows", list)
         replace = _arg(args, "replace", bool, False)
-        flows = [load_flow(data) for data in flows_data]
+        # Each flow's nodes by path, as built: the check and add_flow take them
+        # rather than walk a big flow twice more.
+        built = []
+        for data in flows_data:
+            paths: dict[str, Node] = {}
+            built.append((load_flow(data, paths=paths), paths))
         bunch = self.server.bunch
-        names = [f.name for f in flows]
+        names = [f.name for f, _ in built]
         if len(set(names)) != len(names):
             raise InvalidValueError("load: two flows with the same name")
-        for flow in flows:
+        for flow, paths in built:
             if flow.name in bunch.flows and not replace:
                 from takler.core.errors import DuplicateNameError
 
                 raise DuplicateNameError(f"flow {flow.name} already exists (use replace)")
-            problems = flow.check()
+            problems = flow.check(paths)
             if problems:
                 raise InvalidValueError(f"flow {flow.name}: {problems[0]}")
-        for flow in flows:
+        for flow, paths in built:
             old = bunch.flows.get(flow.name)
             if old is not None:
                 ops.delete(old, force=False)
-            bunch.add_flow(flow)
+            bunch.add_flow(flow, paths=paths)
         # No save here: execute()'s commit writes each added flow whole (its
         # node_added changes are structural), after deleting a replaced one.
         return {"loaded": names}

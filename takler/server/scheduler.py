@@ -36,6 +36,7 @@ from takler.core.status import RUNNING, NodeStatus
 
 _QUEUED = NodeStatus.queued.value
 _RUNNING = frozenset(s.value for s in RUNNING)
+_QUIET = frozenset({NodeStatus.unknown, NodeStatus.complete})
 
 
 def unlatched_times(node: Node) -> list[tuple[Node, Any]]:
@@ -136,9 +137,15 @@ class Scheduler:
                 for node in bunch.dependents(change):
                     add(node)
                 self._limits[(change.path, change.name or "")] = None
+            elif kind is ChangeKind.node_added:
+                # A node added unknown or complete (every node of a flow just
+                # loaded) has nothing to submit or complete below it.
+                node = bunch.get_node(change.path)
+                if node is not None and node.status not in _QUIET:
+                    add(node)
             elif (
                 (kind is ChangeKind.suspended and change.new is False)
-                or kind in (ChangeKind.begun, ChangeKind.trigger, ChangeKind.node_added)
+                or kind in (ChangeKind.begun, ChangeKind.trigger)
                 or (kind is ChangeKind.flag and change.name in ("trigger_freed", "time_freed"))
             ):
                 node = bunch.get_node(change.path)
@@ -151,8 +158,8 @@ class Scheduler:
         """Consider every flow again (after restart of the server or a restore)."""
         for flow in self.bunch.flows.values():
             self._candidates.setdefault(flow)
-            for task in flow.tasks():
-                if task.status.value in _RUNNING:
+            for task in flow.live_tasks():
+                if task.status in RUNNING:
                     self._watch_late(task.node_path)
         self._poke.set()
 
@@ -230,7 +237,7 @@ class Scheduler:
                 ops.set_complete_by_expression(node, now)
                 continue
             if isinstance(node, Family):
-                for task in node.tasks():
+                for task in node.live_tasks():
                     if task.status is NodeStatus.queued:
                         self._consider(task, now, chosen)
             elif isinstance(node, Task):

@@ -403,7 +403,7 @@ class TaklerServer:
 
     def _adopt_running(self) -> None:
         assert self.jobs is not None
-        for task in self.bunch.tasks():
+        for task in self.bunch.live_tasks():
             if task.status in RUNNING:
                 self.jobs.adopt(task)
 

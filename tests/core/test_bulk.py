@@ -70,3 +70,114 @@ def test_check_name_still_refuses_after_valid_names_are_remembered() -> None:
             check_name(bad)
     with pytest.raises(InvalidNameError):
         check_name(1)
+
+
+# ---------------------------------------------------------------- loading a big flow in one go
+
+
+def _scale_flow() -> Flow:
+    flow = Flow("s")
+    flow.add_limit("L", 2)
+    for k in range(3):
+        fam = flow.add_family(f"f{k}")
+        for j in range(4):
+            task = fam.add_task(f"t{j}")
+            task.add_parameter("V", j)
+            task.add_trigger("t1 != aborted" if j == 0 else f"t{j - 1} == complete")
+        fam.add_task("x").add_complete("../f0/t0:V == 1 or ../f0/t1 == complete")
+        fam.add_in_limit("L")
+    return flow
+
+
+def _index_of(bunch: Bunch) -> tuple:
+    return (
+        dict(bunch._paths),
+        {k: v if isinstance(v, set) else {v} for k, v in bunch._deps.items()},
+        {k: v if isinstance(v, set) else {v} for k, v in bunch._var_deps.items()},
+        dict(bunch._limit_keys),
+        bunch.task_count,
+    )
+
+
+def test_a_fresh_node_has_every_field_at_its_default() -> None:
+    # Task, Family and Flow have a quicker __init__ than attrs' own (node._quick_init).
+    import attrs
+
+    for cls in (Task, Family, Flow):
+        node = cls("n")
+        for field in attrs.fields(cls):
+            value = getattr(node, field.name)
+            if field.name == "name":
+                assert value == "n"
+            elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+                assert value == field.default.factory()
+                assert value is not getattr(cls("m"), field.name)  # each its own
+            else:
+                assert value is field.default, field.name
+    with pytest.raises(InvalidNameError):
+        Task("bad name")
+
+
+def test_load_flow_gives_paths_that_check_and_add_flow_take() -> None:
+    from takler.codec import dump_node, load_flow
+
+    data = dump_node(_scale_flow(), state=False)
+    paths: dict = {}
+    flow = load_flow(data, paths=paths)
+    walked = list(flow.walk())
+    assert list(paths.values()) == walked  # parents first, in order
+    assert list(paths) == [n.node_path for n in walked]
+    assert flow.check(paths) == flow.check() == []
+    with_paths, plain = Bunch(), Bunch()
+    with_paths.add_flow(flow, paths=paths)
+    plain.add_flow(load_flow(data))
+    assert [(c.path, c.kind) for c in with_paths.drain()] == [
+        (c.path, c.kind) for c in plain.drain()
+    ]
+    assert {p: n.node_path for p, n in with_paths._paths.items()} == {
+        p: n.node_path for p, n in plain._paths.items()
+    }
+    assert with_paths.task_count == plain.task_count == 15
+    x = with_paths.find_node("/s/f2/x")
+    assert x.complete_expr is not None
+    assert x.complete_expr.targets == ("/s/f0/t0", "/s/f0/t1")
+    assert x.complete_expr.abs_paths == dict(
+        zip(references_of(x.complete_expr.expr), ("/s/f0/t0", "/s/f0/t1"), strict=True)
+    )
+
+
+def test_add_flow_without_journal_indexes_the_same() -> None:
+    quiet, loud = Bunch(), Bunch()
+    quiet.add_flow(_scale_flow(), journal=False)
+    loud.add_flow(_scale_flow())
+    assert quiet.drain() == []
+    assert len(loud.drain()) == 1 + 3 * 6
+    assert {k: {n.node_path for n in v} for k, v in _index_of(quiet)[1].items()} == {
+        k: {n.node_path for n in v} for k, v in _index_of(loud)[1].items()
+    }
+
+
+def test_a_flow_whose_paths_are_taken_leaves_the_bunch_as_it_was() -> None:
+    bunch = Bunch()
+    bunch.add_flow(_scale_flow())
+    before = _index_of(bunch)
+    other = _scale_flow()
+    paths = {n.node_path.replace("/s", "/o", 1): n for n in other.walk()}
+    paths["/s/f0"] = other.child("f0")  # a stale map naming a path the bunch holds
+    other.name = "o"
+    with pytest.raises(DuplicateNameError, match="/s/f0 already exists"):
+        bunch.add_flow(other, paths=paths)
+    assert list(bunch.flows) == ["s"] and other.bunch is None
+    assert _index_of(bunch) == before
+
+
+def test_deleting_a_node_unindexes_its_expressions() -> None:
+    bunch = Bunch()
+    flow = bunch.add_flow(_scale_flow())
+    x = bunch.find_node("/s/f1/x")
+    assert x.complete_expr is not None and x.complete_expr.targets
+    attr = x.complete_expr
+    x.parent.remove_child(x)  # type: ignore[union-attr]
+    assert attr.targets == () and attr.abs_paths == {}
+    assert all(x not in ({v} if not isinstance(v, set) else v) for v in bunch._deps.values())
+    assert flow.check() == []

@@ -169,6 +169,13 @@ class DerivedState(RuleBasedStateMachine):
             assert node.state is (NodeStatus.suspended if node.suspended else node.status)
 
     @invariant()
+    def live_tasks_are_the_tasks_not_unknown_or_complete(self) -> None:
+        quiet = (NodeStatus.unknown, NodeStatus.complete)
+        expected = [t for t in self.flow.tasks() if t.status not in quiet]
+        assert list(self.flow.live_tasks()) == expected
+        assert list(self.bunch.live_tasks()) == expected
+
+    @invariant()
     def journal_replays_to_current_state(self) -> None:
         journal = self.bunch.journal
         for change in journal[self.replayed :]:
