@@ -34,11 +34,11 @@ import random
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from takler.core import Bunch, Flow, Task, ops
+from takler.core.bunch import gc_paused
 from takler.core.ready import task_ready
 
 NOW = dt.datetime(2024, 5, 1, 9, 0)
@@ -64,16 +64,8 @@ def build_bunch(tasks: int) -> Bunch:
     return bunch
 
 
-@contextmanager
-def no_gc() -> Iterator[None]:
-    """Time without the cyclic GC, as timeit does: its passes land on random samples."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+#: time without the cyclic GC, as timeit does: its passes land on random samples
+no_gc = gc_paused
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:

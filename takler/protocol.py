@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import gc
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +19,7 @@ import cattrs
 import orjson
 from cattrs.errors import ClassValidationError
 
+from takler.core.bunch import gc_paused
 from takler.core.errors import StateError, TaklerError
 
 PROTOCOL_VERSION = 1
@@ -328,13 +328,8 @@ def _loads(text: str | bytes, max_size: int) -> Any:
         if len(text) < _BIG_MESSAGE:
             return orjson.loads(text)
         # A snapshot builds many objects and no garbage: spare the cyclic GC's passes.
-        paused = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             return orjson.loads(text)
-        finally:
-            if paused:
-                gc.enable()
     except orjson.JSONDecodeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ProtocolError(f"malformed JSON: {first[:200]}") from None
