@@ -54,7 +54,6 @@ __all__ = [
     "dump_node",
     "dump_node_state",
     "dumps",
-    "gc_paused",
     "load_bunch",
     "load_flow",
     "loads",
@@ -289,10 +288,6 @@ def _set_attr_state(attr: Any, state: Any, where: str = "") -> None:
 
 # Expression trees are immutable and shared between nodes with the same text.
 _expr_text = functools.lru_cache(maxsize=1 << 16)(format_expression)
-
-
-def _kind(node: Node) -> str:
-    return node.kind
 
 
 def _dump(node: Node, secrets: bool, state: bool) -> dict[str, Any]:
@@ -763,9 +758,6 @@ def _apply_state(node: Node, kind: str, st: Mapping[str, Any]) -> None:
 _States = Mapping[str, Mapping[str, Any]] | None
 
 
-_NO_STATE: Any = object()
-
-
 def _build(
     data: Any,
     parent: str,
@@ -825,14 +817,8 @@ def _build(
             # Children carry their state already: the family derives its own once.
             node._adopt_children(built)
         field = "state"
-        if states is not None:
-            stored = states.get(path, _NO_STATE)
-            # A new task already holds FRESH_TASK_STATE: nothing to apply,
-            # unless the data gave state of its own, which it must override.
-            if stored is not _NO_STATE and not (
-                stored is FRESH_TASK_STATE and kind == "task" and not st
-            ):
-                st.update(_dict(stored))
+        if states is not None and path in states:
+            st.update(_dict(states[path]))
         if st:
             _apply_state(node, kind, st)
         claimed = data.get("state")
@@ -988,8 +974,7 @@ def loads(text: str | bytes) -> dict[str, Any]:
 
 
 #: The stored state of a task never run (see :func:`dump_node_state`), and its
-#: text. Shared, never to be changed: a reader that passes this very object as
-#: a task's state to :func:`load_bunch` saves applying it.
+#: text: the state a task is built in, which a store need not keep.
 FRESH_TASK_STATE: dict[str, Any] = dump_node_state(Task("t"))
 FRESH_TASK_STATE_TEXT = dumps(FRESH_TASK_STATE)
 

@@ -25,7 +25,7 @@ import attrs
 from takler.core.attributes import Limit, check_name
 from takler.core.change import Change, ChangeKind
 from takler.core.errors import DuplicateNameError, InvalidValueError, NodeNotFoundError
-from takler.core.expression import _REFS, AttrRef, references_of
+from takler.core.expression import AttrRef, references_of
 from takler.core.limits import find_limit_owner
 from takler.core.node import Family, Flow, Node, ParamValue, Task, _param_value
 from takler.core.status import NodeStatus
@@ -316,24 +316,14 @@ class Bunch:
             self._unindex_node(node)
         trigger, complete = node.trigger, node.complete_expr
         if trigger is not None or complete is not None:
-            # Called for every node of a loaded flow: the lookups are bound once.
             base = (path or node.node_path).rpartition("/")[0]
             paths, deps = self._paths, self._deps
             for attr in (trigger, complete):
                 if attr is None:
                     continue
-                expr = attr.expr
-                cached = _REFS.get(id(expr))  # references_of's cache, read inline
-                refs = (
-                    cached[1] if cached is not None and cached[0] is expr else references_of(expr)
-                )
                 targets = []
-                for ref in refs:
-                    rel = ref.path
-                    if "/" in rel or rel in _DOTS:
-                        target = _resolve(base, rel)
-                    else:
-                        target = f"{base}/{rel}"  # a sibling (_resolve's common case)
+                for ref in references_of(attr.expr):
+                    target = _resolve(base, ref.path)
                     found = paths.get(target)
                     if found is not None:
                         target = found._path or target  # the index's own string, not a copy
@@ -341,15 +331,8 @@ class Bunch:
                     if type(ref) is AttrRef:
                         _link(deps, (target, ref.name), node)
                         _link(self._var_deps, ref.name, node)
-                        continue
-                    # _link, inline: one user per key is the common case.
-                    users = deps.get(target)
-                    if users is None:
-                        deps[target] = node
-                    elif type(users) is set:
-                        users.add(node)
-                    elif users is not node:
-                        deps[target] = {users, node}  # type: ignore[arg-type]
+                    else:
+                        _link(deps, target, node)
                 # targets doubles as the record of what is indexed for this node.
                 attr.targets = tuple(targets)
         if node.inlimits:

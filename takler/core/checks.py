@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from takler.core.attributes import ExprAttr
-from takler.core.bunch import _resolve, resolve_path
+from takler.core.bunch import _resolve, resolve_path, subtree_paths
 from takler.core.errors import TaklerError
 from takler.core.expression import AttrRef, references_of
 from takler.core.limits import find_limit_owner
-from takler.core.node import Family, Flow, Node
+from takler.core.node import Flow, Node
 from takler.core.ready import attribute_value
 
 
@@ -54,16 +54,6 @@ def _find(flow: Flow, path: str) -> Node | None:
         return None
 
 
-def _with_paths(flow: Flow) -> Iterator[tuple[Node, str]]:
-    """Every node of ``flow`` with its path, parents first (paths built once, top down)."""
-    stack: list[tuple[Node, str]] = [(flow, flow.node_path)]
-    while stack:
-        node, path = stack.pop()
-        yield node, path
-        if isinstance(node, Family):
-            stack.extend((c, f"{path}/{c.name}") for c in reversed(node.children))
-
-
 def _finder(flow: Flow, paths: dict[str, Node]) -> Callable[[str], Node | None]:
     """Node by path: the bunch's index, or for a detached flow ``paths``,
     falling back to a walk for a path not held as written (``/f/../t``)."""
@@ -85,7 +75,7 @@ def check_flow(flow: Flow, paths: dict[str, Node] | None = None) -> list[str]:
     (see :func:`takler.codec.load_flow`).
     """
     if paths is None:
-        paths = {path: node for node, path in _with_paths(flow)}
+        paths = subtree_paths(flow)
     problems: list[str] = []
     find = _finder(flow, paths)
     for path, node in paths.items():

@@ -555,16 +555,6 @@ class Family(Node):
             if isinstance(node, Family):
                 stack.extend(reversed(node.children))
 
-    def tasks(self) -> Iterator[Task]:
-        # As Node.tasks, in one generator: the server counts and scans every task.
-        stack: list[Node] = [self]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, Family):
-                stack.extend(reversed(node.children))
-            elif isinstance(node, Task):
-                yield node
-
     def live_tasks(self) -> Iterator[Task]:
         """The tasks at or below this family whose status is queued, submitted,
         active or aborted, parents first; the rest of :meth:`tasks` are unknown
@@ -665,7 +655,7 @@ class Family(Node):
         for node in nodes:
             node.parent = self
             by_name[node.name] = node
-            state = NodeStatus.suspended if node.suspended else node.status
+            state = node.state
             counts[state] = counts.get(state, 0) + 1
         self.children.extend(nodes)
         self._derived = derive_from_counts(counts)

@@ -40,11 +40,10 @@ from takler.codec import (
     dump_node,
     dump_node_state,
     dumps,
-    gc_paused,
     load_bunch,
     loads,
 )
-from takler.core.bunch import Bunch
+from takler.core.bunch import Bunch, gc_paused
 from takler.core.change import Change, ChangeKind
 from takler.core.errors import CodecError, TaklerError
 from takler.core.node import Family, Flow
