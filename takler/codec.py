@@ -471,6 +471,40 @@ def dump_node_state(node: Node, *, secrets: bool = True) -> dict[str, Any]:
     return s
 
 
+def is_fresh_task(node: Node) -> bool:
+    """Whether ``dump_node_state(node)`` equals FRESH_TASK_STATE: a task as
+    built from its definition, never run (or put back in exactly that state).
+
+    It reads exactly the fields dump_node_state reads, without building the
+    dict (most of a big flow is such tasks, and a whole-flow save asks of
+    each). A state field added to dump_node_state must be added here; the
+    test suite checks the two agree for each field of a Task.
+    Running tasks fail on the first test.
+    """
+    if not isinstance(node, Task) or node._status is not NodeStatus.unknown or node.tryno != 0:
+        return False
+    trigger, complete = node.trigger, node.complete_expr
+    return not (
+        node.suspended
+        or node.state_since is not None
+        or node.flags
+        or node.events
+        or node.meters
+        or node.labels
+        or node.limits
+        or (trigger is not None and trigger.freed)
+        or (complete is not None and complete.freed)
+        or node.repeat is not None
+        or node.times
+        or node.password is not None
+        or node.rid is not None
+        or node.job is not None
+        or node.reason is not None
+        or node.submitted_at is not None
+        or node.active_at is not None
+    )
+
+
 def _jsonable(value: Any) -> Any:
     if value is None or type(value) in (str, int, bool, float):
         return value

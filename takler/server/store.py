@@ -5,7 +5,12 @@ only after :meth:`Store.save` (or :meth:`Store.write`) returned. Tables:
 
 * ``flows(name, definition)``: each flow's definition dump (no state);
 * ``node_state(path, flow, state)``: each node's run-time state, as
-  :func:`takler.codec.dump_node_state` gives it (passwords included);
+  :func:`takler.codec.dump_node_state` gives it (passwords included). A flow
+  written whole leaves out the rows of tasks never run (state
+  ``FRESH_TASK_STATE``): a task is built in that state from its definition,
+  and the rewrite deletes the flow's rows first, so a missing row means
+  exactly that. Such rows, written by an older takler or by a touched-node
+  save of a task put back in that state, are skipped on read;
 * ``kv(key, value)``: small JSON values: ``bunch.parameters``, ``bunch.now``,
   ``server.<name>`` from server changes, and whatever the server puts there;
 * ``history``: one row per job: path, tryno, runner, rid, submitted_at,
@@ -40,6 +45,7 @@ from takler.codec import (
     dump_node,
     dump_node_state,
     dumps,
+    is_fresh_task,
     load_bunch,
     loads,
 )
@@ -123,9 +129,14 @@ _FlowRows = tuple[dict[str, Any], list[_Row]]
 
 
 def _flow_rows(flow: Flow) -> _FlowRows:
-    """A flow's definition and its node_state rows, as data."""
+    """A flow's definition and its node_state rows, as data: no row for a task
+    never run (most of a big flow), which the definition builds as it is."""
     name = flow.name
-    rows = [(node.node_path, name, dump_node_state(node)) for node in flow.walk()]
+    rows = [
+        (node.node_path, name, dump_node_state(node))
+        for node in flow.walk()
+        if not is_fresh_task(node)
+    ]
     return dump_node(flow, state=False), rows
 
 
@@ -426,7 +437,8 @@ class Store:
         self.write([self.prepare(bunch, changes, structural_flows=structural_flows)])
 
     def save_flow(self, flow: Flow) -> None:
-        """Write a flow whole: its definition and the state of every node.
+        """Write a flow whole: its definition and the state of every node
+        (but tasks never run, which need no row).
 
         Raises:
             StoreError: the database cannot be written.
@@ -515,13 +527,15 @@ class Store:
     def _load_states(self) -> dict[str, dict[str, Any]]:
         """Every node_state row but those of tasks never run: path -> state data.
 
-        Most rows of a big flow hold the same text, FRESH_TASK_STATE_TEXT
-        (every task never run): SQLite leaves those out, nine tenths of the
-        time of reading the table. A task without a row is built in that
-        very state (the stored definitions hold no state), so nothing is lost;
-        :meth:`_check_fresh_rows` still refuses such a row on a family.
-        Each other distinct text is decoded once and its data shared, read
-        only (load_bunch copies what it applies).
+        A flow written whole has no row for a task never run (see
+        :func:`~takler.codec.is_fresh_task`), but a store written by an older
+        takler has one for each, all of the same text, FRESH_TASK_STATE_TEXT (as has a task
+        saved back in that state since): SQLite leaves those out, nine
+        tenths of the time of reading such a table. A task without a row is
+        built in that very state (the stored definitions hold no state), so
+        nothing is lost; :meth:`_check_fresh_rows` still refuses such a row on
+        a family. Each other distinct text is decoded once and its data
+        shared, read only (load_bunch copies what it applies).
         """
         decoded: dict[str, dict[str, Any]] = {}
         states = {}
@@ -539,7 +553,9 @@ class Store:
 
     def _check_fresh_rows(self, bunch: Bunch) -> None:
         """Refuse a family or flow whose row holds a task's state, as load_bunch
-        would have had :meth:`_load_states` not left those rows out."""
+        would have had :meth:`_load_states` not left those rows out. (Rows of
+        tasks never run are not written any more; those of older stores, and
+        of tasks saved back in that state, are skipped on read.)"""
         containers: list[str] = []
         todo: list[Family] = list(bunch.flows.values())
         while todo:

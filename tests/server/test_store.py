@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from takler import codec
-from takler.core import Bunch, Family, Flow, Task, ops
+from takler.codec import is_fresh_task
+from takler.core import Bunch, Family, Flow, NodeStatus, Task, ops
 from takler.server.store import DB_NAME, SCHEMA_VERSION, Store, StoreError
 
 NOW = dt.datetime(2024, 5, 6, 12, 0)
@@ -233,7 +235,11 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_damaged_row_is_reported_on_load(store: Store) -> None:
     bunch = make_bunch()
     store.save(bunch, bunch.drain())
-    store._conn.execute("UPDATE node_state SET state = '{\"tryno\": -4}' WHERE path = '/f/g0/t0'")
+    # Insert or replace: a flow written whole may hold no row for the task.
+    store._conn.execute(
+        "INSERT INTO node_state (path, flow, state) VALUES ('/f/g0/t0', 'f', '{\"tryno\": -4}')"
+        " ON CONFLICT (path) DO UPDATE SET state = excluded.state"
+    )
     with pytest.raises(StoreError, match="/f/g0/t0: tryno"):
         store.load()
 
@@ -277,9 +283,13 @@ def test_replaced_flow_keeps_the_bunch_order(store: Store, tmp_path: Path) -> No
     assert list(reopen(tmp_path).flows) == ["other", "f"]
 
 
-def test_rows_of_tasks_never_run_restore_with_the_rest(store: Store, tmp_path: Path) -> None:
-    # Most rows of a big flow hold a never-run task's state: load() decodes
-    # that text once and skips applying it; every other row still applies.
+def _rows(store: Store) -> dict[str, str]:
+    return dict(store._conn.execute("SELECT path, state FROM node_state"))
+
+
+def test_rows_of_tasks_never_run_are_left_out(store: Store, tmp_path: Path) -> None:
+    # Most tasks of a big flow never ran: a flow written whole has no row for
+    # them (the definition builds them so), and load() restores them all the same.
     bunch = make_bunch()
     plain = bunch.flows["other"].add_family("plain")
     for name in ("a", "b", "c"):
@@ -289,9 +299,111 @@ def test_rows_of_tasks_never_run_restore_with_the_rest(store: Store, tmp_path: P
         assert isinstance(task, Task)
         ops.force(task, "complete")
     store.save(bunch, bunch.drain(), structural_flows=bunch.flows)
-    texts = [t for (t,) in store._conn.execute("SELECT state FROM node_state")]
-    assert texts.count(codec.FRESH_TASK_STATE_TEXT) > 0
+    fresh = {"/other/plain/a", "/other/plain/c"}
+    nodes = {n.node_path for flow in bunch.flows.values() for n in flow.walk()}
+    rows = _rows(store)
+    assert rows.keys() == nodes - fresh  # families, flows, tasks with state
+    assert codec.FRESH_TASK_STATE_TEXT not in rows.values()
     assert dump(reopen(tmp_path)) == dump(bunch)
+    # save_flow and save_all leave them out too.
+    store.save_flow(bunch.flows["other"])
+    assert _rows(store).keys() == nodes - fresh
+    store.save_all(bunch)
+    assert _rows(store).keys() == nodes - fresh
+    # A store written by an older takler holds their rows: they restore the same.
+    store._conn.executemany(
+        "INSERT INTO node_state (path, flow, state) VALUES (?, 'other', ?)",
+        [(path, codec.FRESH_TASK_STATE_TEXT) for path in sorted(fresh)],
+    )
+    assert _rows(store).keys() == nodes
+    assert dump(reopen(tmp_path)) == dump(bunch)
+
+
+def test_a_task_back_in_the_fresh_state_restores_exactly(store: Store, tmp_path: Path) -> None:
+    bunch = make_bunch()
+    a = bunch.flows["other"].add_task("a")
+    store.save(bunch, bunch.drain(), structural_flows=bunch.flows)
+    assert "/other/a" not in _rows(store)
+    # Run, save, requeue, save: touched saves and a whole rewrite.
+    ops.force(a, "complete")
+    store.save(bunch, bunch.drain())
+    assert "/other/a" in _rows(store)
+    assert dump(reopen(tmp_path)) == dump(bunch)
+    ops.force(a, "unknown")
+    store.save(bunch, bunch.drain())
+    assert dump(reopen(tmp_path)) == dump(bunch)
+    ops.force(a, "complete")
+    store.save(bunch, bunch.drain(), structural_flows={"other"})
+    assert dump(reopen(tmp_path)) == dump(bunch)
+    # A task exactly as built again (no state_since either): a touched save
+    # upserts its row with the fresh text, which load() skips...
+    ops.force(a, "unknown")
+    a.state_since = None
+    assert codec.dump_node_state(a) == codec.FRESH_TASK_STATE
+    store.save(bunch, bunch.drain())
+    assert _rows(store)["/other/a"] == codec.FRESH_TASK_STATE_TEXT
+    assert dump(reopen(tmp_path)) == dump(bunch)
+    # ... and a rewrite deletes the row it held while complete.
+    ops.force(a, "complete")
+    store.save(bunch, bunch.drain(), structural_flows={"other"})
+    assert "/other/a" in _rows(store)
+    ops.force(a, "unknown")
+    a.state_since = None
+    bunch.drain()
+    store.save(bunch, [], structural_flows={"other"})
+    assert "/other/a" not in _rows(store)
+    assert dump(reopen(tmp_path)) == dump(bunch)
+
+
+def _fresh_task_cases() -> dict[str, Callable[[Task], object]]:
+    """One change per field of a Task (trigger and complete twice: freed or not)."""
+    at = dt.datetime(2024, 5, 6)
+    return {
+        "name": lambda t: setattr(t, "name", "other"),
+        "parent": lambda t: Flow("p").add_task(t),
+        "suspended": lambda t: setattr(t, "suspended", True),
+        "defstatus": lambda t: t.set_defstatus("complete"),
+        "parameters": lambda t: t.add_parameter("V", 1),
+        "events": lambda t: t.add_event("e"),
+        "meters": lambda t: t.add_meter("m", 0, 3),
+        "labels": lambda t: t.add_label("l"),
+        "limits": lambda t: t.add_limit("L", 2),
+        "inlimits": lambda t: t.add_in_limit("L"),
+        "trigger": lambda t: t.add_trigger("1 == 1"),
+        "trigger freed": lambda t: setattr(t.add_trigger("1 == 1"), "freed", True),
+        "complete_expr": lambda t: t.add_complete("1 == 1"),
+        "complete_expr freed": lambda t: setattr(t.add_complete("1 == 1"), "freed", True),
+        "repeat": lambda t: t.add_repeat("integer N 1 3 1"),
+        "times": lambda t: t.add_time("10:00"),
+        "late": lambda t: t.add_late("-c +01:00"),
+        "autocancel": lambda t: setattr(t, "autocancel", "+01:00"),
+        "state_since": lambda t: setattr(t, "state_since", at),
+        "flags": lambda t: setattr(t, "flags", frozenset({"late"})),
+        "_path": lambda t: t.node_path,
+        "_status": lambda t: setattr(t, "_status", NodeStatus.complete),
+        "tryno": lambda t: setattr(t, "tryno", 1),
+        "password": lambda t: setattr(t, "password", "pw"),
+        "rid": lambda t: setattr(t, "rid", "1"),
+        "job": lambda t: setattr(t, "job", {}),
+        "reason": lambda t: setattr(t, "reason", "r"),
+        "submitted_at": lambda t: setattr(t, "submitted_at", at),
+        "active_at": lambda t: setattr(t, "active_at", at),
+    }
+
+
+def test_fresh_task_agrees_with_dump_node_state() -> None:
+    # The store's quick test reads the fields dump_node_state reads: a field
+    # added to Task must be added here, and to is_fresh_task if it is state.
+    cases = _fresh_task_cases()
+    assert {f.name for f in attrs.fields(Task)} <= {c.split()[0] for c in cases}
+    assert (
+        is_fresh_task(Task("t")) and not is_fresh_task(Flow("f")) and not is_fresh_task(Family("g"))
+    )
+    for field, change in cases.items():
+        task = Task("t")
+        change(task)
+        expected = codec.dump_node_state(task) == codec.FRESH_TASK_STATE
+        assert is_fresh_task(task) is expected, field
 
 
 def test_a_family_row_with_task_state_is_still_refused(store: Store) -> None:
