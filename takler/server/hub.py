@@ -4,10 +4,7 @@ The server publishes each committed batch of changes once; the hub encodes
 each change once and pushes a delta into the bounded buffer of every
 subscriber whose path it concerns. Publishing never waits: a subscriber that
 falls ``max_buffer`` messages behind is dropped with reason "too slow" and
-must subscribe again for a fresh snapshot. Deltas that pile up unsent are
-merged into one message (up to ``merge_max`` changes): a subscriber that
-lags through a burst gets fewer, larger deltas instead of one per commit,
-and is dropped only when the backlog is long in changes as well.
+must subscribe again for a fresh snapshot.
 """
 
 from __future__ import annotations
@@ -76,18 +73,9 @@ class Subscription:
         self._buffer.append(msg)
         self._lot.unpark_all()
 
-    def _offer(self, message: dict[str, Any], max_buffer: int, merge_max: int) -> None:
+    def _offer(self, message: dict[str, Any], max_buffer: int) -> None:
         if self._done:
             return
-        last = self._buffer[-1] if self._buffer else None
-        if last is not None and last["type"] == "delta":
-            # Not yet taken: it carries these changes too, under its own seq,
-            # so the subscriber still sees every change once and in order.
-            changes = message["changes"]
-            if len(last["changes"]) + len(changes) <= merge_max:
-                last["changes"].extend(changes)
-                last["server"] = message["server"]
-                return
         if len(self._buffer) >= max_buffer:
             # Queued deltas are useless without the ones that cannot follow.
             self._buffer.clear()
@@ -134,8 +122,6 @@ class Hub:
         max_buffer: messages a subscriber may fall behind before it is dropped.
         max_subscribers: subscriptions open at once, server-wide.
         dump_change: a change as data (default: the codec's).
-        merge_max: changes a queued, unsent delta may grow to by taking in
-            the deltas published after it (0: never merge).
     """
 
     def __init__(
@@ -144,13 +130,11 @@ class Hub:
         max_buffer: int = 1000,
         max_subscribers: int = 1000,
         dump_change: DumpFn | None = None,
-        merge_max: int = 100,
     ) -> None:
         self._snapshot = snapshot_fn
         self.max_buffer = max_buffer
         self.max_subscribers = max_subscribers
         self._dump = dump_change or codec_dump_change
-        self.merge_max = merge_max
         self._ids = itertools.count(1)
         self._subs: dict[int, Subscription] = {}
         self._server_state: str | None = None
@@ -204,11 +188,7 @@ class Hub:
                     or (kind is ChangeKind.node_deleted and sub.path.startswith(path + "/"))
                 ]
             if mine or state_changed:
-                sub._offer(
-                    {"type": "delta", "changes": mine, "server": server},
-                    self.max_buffer,
-                    self.merge_max,
-                )
+                sub._offer({"type": "delta", "changes": mine, "server": server}, self.max_buffer)
 
     def close_all(self, reason: str = "server shutdown") -> None:
         """End every subscription with a ``closed`` message after what is queued."""

@@ -104,22 +104,6 @@ def test_server_state_change_reaches_everyone_without_changes() -> None:
     assert delta["changes"] == [] and delta["server"] == {"state": "halted"}
 
 
-async def test_unsent_deltas_merge_under_their_first_seq() -> None:
-    hub = Hub(snapshot, merge_max=3)
-    sub = hub.open_subscription("/f")
-    assert (await sub.__anext__())["type"] == "snapshot"
-    for i in range(1, 6):
-        hub.publish([meter("/f/t", i)], "running" if i < 3 else "halted")
-    first, second = drain(sub)
-    assert (first["seq"], second["seq"]) == (1, 2)
-    assert [c["new"] for c in first["changes"]] == [1, 2, 3]
-    assert first["server"] == {"state": "halted"}
-    assert [c["new"] for c in second["changes"]] == [4, 5]
-    # A delta already taken is not added to; the next one starts afresh.
-    hub.publish([meter("/f/t", 6)], "halted")
-    assert [m["seq"] for m in drain(sub)] == [3]
-
-
 def test_each_change_is_dumped_once() -> None:
     calls: list[Change] = []
 
@@ -135,7 +119,7 @@ def test_each_change_is_dumped_once() -> None:
 
 
 async def test_slow_subscriber_is_dropped_too_slow() -> None:
-    hub = Hub(snapshot, max_buffer=3, merge_max=0)
+    hub = Hub(snapshot, max_buffer=3)
     slow = hub.open_subscription(None)
     fast = hub.open_subscription(None)
     for i in range(1, 6):

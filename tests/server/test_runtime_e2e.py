@@ -173,6 +173,8 @@ async def test_a_zombie_is_refused_and_listed(tmp_path: Path, served: TaklerServ
     flow = base_flow(tmp_path, "z")
     waiting = flow.add_task("waiting")
     waiting.add_parameter("TAKLER_SCRIPT", script(tmp_path, "waiting", "sleep 60"))
+    # Killed at the end: a second try would outlive the server, retrying for a day.
+    waiting.add_parameter("TAKLER_TRIES", 1)
     served.add_flows([flow])
     await client.call("begin", path="/z")
     await wait_for(served, lambda: waiting.status is NodeStatus.active)
