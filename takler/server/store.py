@@ -529,9 +529,9 @@ class Store:
 
         A flow written whole has no row for a task never run (see
         :func:`~takler.codec.is_fresh_task`), but a store written by an older
-        takler has one for each, all of the same text, FRESH_TASK_STATE_TEXT (as has a task
-        saved back in that state since): SQLite leaves those out, nine
-        tenths of the time of reading such a table. A task without a row is
+        takler has one for each, all of the same text, FRESH_TASK_STATE_TEXT
+        (as has a task saved back in that state since): SQLite leaves those
+        out, nine tenths of the time of reading such a table. A task without a row is
         built in that very state (the stored definitions hold no state), so
         nothing is lost; :meth:`_check_fresh_rows` still refuses such a row on
         a family. Each other distinct text is decoded once and its data
