@@ -31,6 +31,8 @@ log = logging.getLogger("takler.jobs")
 
 #: ends a job cannot tell itself, only the runner can
 _UNTOLD = frozenset({"timeout", "node_fail", "cancelled", "killed"})
+#: longest a kill waits for a submission in progress to give the job's id (s)
+_SUBMIT_WAIT = 60.0
 #: seconds a job's end record may wait for another commit to carry it
 FLUSH_DELAY = 0.05
 
@@ -135,6 +137,8 @@ class JobWatch:
     handle: JobHandle | None = None
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     killing: bool = False
+    #: set once the submission is over (a handle, or none after a failure)
+    submitted: trio.Event = attrs.Factory(trio.Event)
 
 
 class Jobs:
@@ -199,14 +203,22 @@ class Jobs:
         if self._nursery is None:
             return
         watch = JobWatch(task.node_path, task.tryno, task.password)
+        watch.submitted.set()  # by the earlier server, or never
         if task.job is not None:
             watch.handle = handle_from_data(task.job)
         self.watches[task.node_path] = watch
         self._nursery.start_soon(self._adopted, task, watch)
 
     async def kill(self, task: Task) -> bool:
-        """Kill the task's current job. Returns False when none is known."""
+        """Kill the task's current job. Returns False when none is known.
+
+        A job still being submitted (its ``init`` may arrive before the
+        runner returns its id) is killed once the submission is over.
+        """
         watch = self.watches.get(task.node_path)
+        if watch is not None and watch.handle is None:
+            with trio.move_on_after(_SUBMIT_WAIT):
+                await watch.submitted.wait()
         if watch is None or watch.handle is None:
             return False
         watch.killing = True
@@ -226,6 +238,7 @@ class Jobs:
             try:
                 handle = await self._submit(task, watch)
             except TaklerError as e:
+                watch.submitted.set()
                 if self._current(task, watch):
                     log.warning("%s: submission failed: %s", task.node_path, e)
                     self._on_history("submit_failed", {"path": task.node_path, "tryno": watch.tryno,
@@ -234,6 +247,8 @@ class Jobs:
                     await self._save()
                 self._forget(watch)
                 return
+            finally:
+                watch.submitted.set()
             await self._watch(task, watch, handle)
 
     async def _submit(self, task: Task, watch: JobWatch) -> JobHandle:

@@ -21,16 +21,21 @@ Schema versions: 2 is current. Schema 1 also kept the server state under the
 key ``server_state``, written in a transaction of its own; schema 2 keeps it
 only under ``server.state``, in the same transaction as the change that set it.
 Opening a schema-1 store upgrades it in place, in one transaction (see
-``_UPGRADES``); a read-only one cannot be upgraded and is refused.
+``_UPGRADES`` in :mod:`takler.server.store_schema`); a read-only one cannot be
+upgraded and is refused.
 
 A Store is not safe for concurrent use: call it from one task at a time. The
 server calls it from worker threads (``trio.to_thread.run_sync``), one call at
 a time, so the connection is opened with ``check_same_thread=False``.
+
+This module holds :class:`Store` itself (flows, node state, key-values,
+prepared batches); it builds on :mod:`takler.server.store_schema` (opening,
+schema, upgrades, transactions) and :mod:`takler.server.history` (the job
+history), whose public names it exports as well.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -51,13 +56,13 @@ from takler.codec import (
 )
 from takler.core.bunch import Bunch, gc_paused
 from takler.core.change import Change, ChangeKind
-from takler.core.errors import CodecError, TaklerError
+from takler.core.errors import CodecError
 from takler.core.node import Family, Flow
+from takler.server.history import HistoryOp, HistoryStore
+from takler.server.store_schema import DB_NAME, SCHEMA_VERSION, StoreError
 
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "Batch", "HistoryOp", "Store", "StoreError"]
 
-DB_NAME = "takler.db"
-SCHEMA_VERSION = 2
 #: key of the server state (running, shutdown, halted) in ``kv``
 SERVER_STATE = "server.state"
 
@@ -65,53 +70,6 @@ SERVER_STATE = "server.state"
 _STRUCTURAL = frozenset(
     {ChangeKind.node_added, ChangeKind.node_deleted, ChangeKind.trigger, ChangeKind.variable}
 )
-_HISTORY_FIELDS = (
-    "path",
-    "tryno",
-    "runner",
-    "rid",
-    "submitted_at",
-    "started_at",
-    "ended_at",
-    "exit",
-    "code",
-    "reason",
-)
-_UNSET: Any = object()
-
-_SCHEMA = f"""
-CREATE TABLE schema_version (version INTEGER NOT NULL);
-INSERT INTO schema_version VALUES ({SCHEMA_VERSION});
-CREATE TABLE flows (name TEXT PRIMARY KEY, definition TEXT NOT NULL);
-CREATE TABLE node_state (path TEXT PRIMARY KEY, flow TEXT NOT NULL, state TEXT NOT NULL)
-    WITHOUT ROWID;
-CREATE INDEX node_state_flow ON node_state (flow);
-CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE history (
-    id INTEGER PRIMARY KEY, path TEXT NOT NULL, tryno INTEGER NOT NULL, runner TEXT,
-    rid TEXT, submitted_at TEXT, started_at TEXT, ended_at TEXT, exit TEXT, code INTEGER,
-    reason TEXT
-);
-CREATE INDEX history_path ON history (path, tryno);
-"""
-
-#: version -> statements that turn a store of that version into the next one
-_UPGRADES: dict[int, tuple[str, ...]] = {
-    1: (
-        "INSERT INTO kv (key, value) SELECT 'server.state', value FROM kv"
-        " WHERE key = 'server_state' ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        "DELETE FROM kv WHERE key = 'server_state'",
-    ),
-}
-
-
-_LEFT_AS_IS = "it is left as it is: move it away, or start from a checkpoint with --restore"
-
-
-class StoreError(TaklerError, RuntimeError):
-    """The store cannot be opened, read or written (damaged, newer, read-only, full)."""
-
-    code = "read_only_store"
 
 
 def _flow_of(path: str) -> str:
@@ -144,19 +102,6 @@ def _row_texts(rows: list[_Row]) -> Iterator[tuple[str, str, str]]:
     return ((path, flow, dumps(state)) for path, flow, state in rows)
 
 
-@attrs.frozen
-class HistoryOp:
-    """One job-history write: ``add`` a record, or ``update`` with ``fields`` the
-    latest record of ``path`` try ``tryno`` (of job ``rid`` when given: a
-    requeue starts try numbers again)."""
-
-    action: str
-    path: str
-    tryno: int
-    fields: dict[str, Any] = attrs.field(factory=dict, hash=False)
-    rid: str | None = None
-
-
 @attrs.frozen(eq=False)
 class Batch:
     """What one save writes, already taken from the model (see :meth:`Store.prepare`).
@@ -176,166 +121,12 @@ class Batch:
     history: list[HistoryOp] = attrs.Factory(list)
 
 
-def _time(value: dt.datetime | str | None) -> str | None:
-    return value.isoformat() if isinstance(value, dt.datetime) else value
-
-
-class Store:
+class Store(HistoryStore):
     """The server's durable state. Open with :meth:`Store.open`."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, read_only: bool = False) -> None:
-        self._conn = conn
-        self.path = path
-        #: opened in SQLite's read-only mode: every write raises StoreError
-        self.read_only = read_only
+        super().__init__(conn, path, read_only)
         self._prepared_now: dt.datetime | None = None
-
-    # ---------------------------------------------------------------- open, close
-
-    @classmethod
-    def open(cls, home: Path | str, *, read_only: bool = False) -> Store:
-        """Open (creating it when missing) the store in ``home``.
-
-        With ``read_only`` the database is opened in SQLite's read-only mode
-        and every write raises StoreError. In a folder that cannot be written
-        SQLite cannot make the WAL index, so the file is then read as
-        immutable: nobody can write it there.
-
-        Raises:
-            StoreError: the file is not a takler store (it is never
-                overwritten), was written by a newer takler, or cannot be opened.
-        """
-        path = Path(home) / DB_NAME
-        if not read_only:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise StoreError(f"cannot open the store {path}: {e}") from e
-            return cls._open(path, str(path), read_only=False)
-        try:
-            return cls._open(path, path.absolute().as_uri() + "?mode=ro", read_only=True)
-        except StoreError as e:
-            if not isinstance(e.__cause__, sqlite3.OperationalError):
-                raise
-            return cls._open(
-                path, path.absolute().as_uri() + "?mode=ro&immutable=1", read_only=True
-            )
-
-    @classmethod
-    def _open(cls, path: Path, target: str, *, read_only: bool) -> Store:
-        try:
-            conn = sqlite3.connect(
-                target, uri=read_only, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot open the store {path}: {e}") from e
-        store = cls(conn, path, read_only)
-        try:
-            store._setup(read_only)
-        except BaseException:
-            conn.close()
-            raise
-        return store
-
-    def _setup(self, read_only: bool) -> None:
-        conn = self._conn
-        try:
-            if not read_only:
-                conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            tables = {
-                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-        except sqlite3.DatabaseError as e:
-            raise StoreError(
-                f"{self.path} is not a takler store (not an SQLite database, or damaged): {e};"
-                f" {_LEFT_AS_IS}"
-            ) from e
-        if not tables:
-            if read_only:
-                raise StoreError(f"{self.path} holds no takler store")
-            with self._write("create the store"):
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-            return
-        if "schema_version" not in tables:
-            raise StoreError(f"{self.path} is an SQLite database but not a takler store")
-        try:
-            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot read {self.path}: {e}") from e
-        version = row[0] if row else None
-        if not isinstance(version, int):
-            raise StoreError(f"{self.path} has no store schema version")
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has store schema {version}, newer than this takler reads"
-                f" ({SCHEMA_VERSION}): run a newer takler"
-            )
-        self._check_intact()
-        if version < SCHEMA_VERSION:
-            if read_only or version not in _UPGRADES:
-                raise StoreError(
-                    f"{self.path} has store schema {version}: it needs an upgrade to"
-                    f" {SCHEMA_VERSION}, which needs it writable"
-                    if read_only
-                    else f"{self.path} has store schema {version}, which this takler cannot upgrade"
-                )
-            self._upgrade(version)
-
-    def _check_intact(self) -> None:
-        """Refuse a damaged database at open rather than at the first read of the
-        damaged page (SQLite's quick_check reads every page: ~40 ms for 25 MB)."""
-        try:
-            problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(3)")]
-        except sqlite3.DatabaseError as e:
-            problems = [str(e)]
-        if problems != ["ok"]:
-            raise StoreError(f"{self.path} is damaged: {'; '.join(problems)}; {_LEFT_AS_IS}")
-
-    def _upgrade(self, version: int) -> None:
-        """Bring the store from ``version`` to the current schema, all or nothing."""
-        with self._write(f"upgrade the store from schema {version}") as conn:
-            while version < SCHEMA_VERSION:
-                for statement in _UPGRADES[version]:
-                    conn.execute(statement)
-                version += 1
-            conn.execute("UPDATE schema_version SET version = ?", (version,))
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def total_changes(self) -> int:
-        """Rows inserted, updated or deleted through this connection (SQLite's count)."""
-        return self._conn.total_changes
-
-    @contextlib.contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One transaction; any SQLite failure becomes StoreError and changes nothing."""
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            yield conn
-            conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            self._rollback()
-            raise StoreError(f"cannot {what} in {self.path}: {e}") from e
-        except BaseException:
-            self._rollback()
-            raise
-
-    def _rollback(self) -> None:
-        if self._conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("ROLLBACK")
 
     # ---------------------------------------------------------------- flows and state
 
@@ -605,105 +396,3 @@ class Store:
             return default if row is None else loads(row[0])["v"]
         except (sqlite3.Error, CodecError, KeyError) as e:
             raise StoreError(f"cannot read {key} from {self.path}: {e}") from e
-
-    # ---------------------------------------------------------------- history
-
-    def add_history(
-        self,
-        path: str,
-        tryno: int,
-        runner: str,
-        *,
-        rid: str | None = None,
-        submitted_at: dt.datetime | str | None = None,
-    ) -> int:
-        """Record a job submission; returns its row id.
-
-        Raises:
-            StoreError: the database cannot be written.
-        """
-        op = HistoryOp(
-            "add", path, tryno, {"runner": runner, "rid": rid, "submitted_at": submitted_at}
-        )
-        with self._write("record history") as conn:
-            rowid = self._write_history(conn, op)
-        return rowid
-
-    def update_history(
-        self,
-        path: str,
-        tryno: int,
-        *,
-        rid: str | None = _UNSET,
-        started_at: dt.datetime | str | None = _UNSET,
-        ended_at: dt.datetime | str | None = _UNSET,
-        exit: str | None = _UNSET,
-        code: int | None = _UNSET,
-        reason: str | None = _UNSET,
-    ) -> bool:
-        """Set the given fields on the latest record of ``path`` try ``tryno``.
-
-        Returns:
-            False when there is no such record.
-
-        Raises:
-            StoreError: the database cannot be written.
-        """
-        fields = {
-            "rid": rid,
-            "started_at": _time(started_at) if started_at is not _UNSET else _UNSET,
-            "ended_at": _time(ended_at) if ended_at is not _UNSET else _UNSET,
-            "exit": exit,
-            "code": code,
-            "reason": reason,
-        }
-        given = {k: v for k, v in fields.items() if v is not _UNSET}
-        if not given:
-            return False
-        with self._write("record history") as conn:
-            return self._write_history(conn, HistoryOp("update", path, tryno, given)) > 0
-
-    @staticmethod
-    def _write_history(conn: sqlite3.Connection, op: HistoryOp) -> int:
-        """Apply one history write; returns the new row id (add) or the rows updated."""
-        fields = {k: _time(v) for k, v in op.fields.items() if k in _HISTORY_FIELDS[2:]}
-        if op.action == "add":
-            names = ", ".join(("path", "tryno", *fields))  # names checked against the fixed tuple
-            marks = ", ".join("?" * (len(fields) + 2))
-            cursor = conn.execute(
-                f"INSERT INTO history ({names}) VALUES ({marks})",
-                (op.path, op.tryno, *fields.values()),
-            )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
-        if not fields:
-            return 0
-        assignments = ", ".join(f"{k} = ?" for k in fields)
-        same_job = " AND rid = ?" if op.rid is not None else ""
-        cursor = conn.execute(
-            f"UPDATE history SET {assignments} WHERE id = (SELECT max(id) FROM history"
-            f" WHERE path = ? AND tryno = ?{same_job})",
-            (*fields.values(), op.path, op.tryno, *([op.rid] if op.rid is not None else [])),
-        )
-        return cursor.rowcount
-
-    def history(self, path: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """The latest ``limit`` job records, oldest first; of ``path`` and below when given.
-
-        Raises:
-            StoreError: the database cannot be read.
-        """
-        columns = ", ".join(_HISTORY_FIELDS)
-        query = f"SELECT {columns} FROM history"
-        args: tuple[Any, ...] = ()
-        if path is not None and path.strip("/"):
-            path = "/" + path.strip("/")
-            # "0" sorts right after "/": the range holds exactly the paths below.
-            query += " WHERE path = ? OR (path >= ? AND path < ?)"
-            args = (path, path + "/", path + "0")
-        query += " ORDER BY id DESC LIMIT ?"
-        try:
-            rows = self._conn.execute(query, (*args, limit)).fetchall()
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot read history from {self.path}: {e}") from e
-        return [dict(zip(_HISTORY_FIELDS, row, strict=True)) for row in reversed(rows)]

@@ -13,6 +13,8 @@ import trio
 from takler.client.child import ChildClient, ChildCommandError
 from takler.client.client import RemoteError, open_client
 from takler.core import Flow, NodeStatus
+from takler.runners.base import JobHandle, JobSpec
+from takler.runners.local import LocalRunner
 from takler.server import TaklerServer
 
 pytestmark = pytest.mark.e2e
@@ -167,6 +169,46 @@ async def test_kill_aborts_a_running_job(tmp_path: Path, served: TaklerServer, c
     assert result == {"killed": ["/k/slow"]}
     await wait_for(served, lambda: slow.status is NodeStatus.aborted)
     assert slow.reason is not None
+
+
+async def test_kill_waits_for_a_submission_in_progress(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # A batch system may answer with the job's id after the job has started
+    # and reported init: a kill meanwhile waits for the id, then kills.
+    answer = trio.Event()
+
+    class SlowToAnswer(LocalRunner):
+        async def submit(self, spec: JobSpec) -> JobHandle:
+            handle = await super().submit(spec)
+            await answer.wait()
+            return handle
+
+    server = TaklerServer(port=0, home=tmp_path / "home", console=False,
+                          runners={"local": SlowToAnswer()})  # fmt: skip
+    await server.start()
+    nursery.start_soon(server.run)
+    flow = base_flow(tmp_path, "ks")
+    slow = flow.add_task("slow")
+    slow.add_parameter("TAKLER_SCRIPT", script(tmp_path, "slow", "sleep 60"))
+    slow.add_parameter("TAKLER_TRIES", 1)
+    server.add_flows([flow])
+    result: dict[str, object] = {}
+    async with open_client("127.0.0.1", server.port, token=server.token) as client:
+        await client.call("begin", path="/ks")
+        await wait_for(server, lambda: slow.status is NodeStatus.active)
+
+        async def kill() -> None:
+            result["kill"] = await client.call("kill", path="/ks/slow")
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(kill)
+            await trio.sleep(0.2)  # the kill has reached the server and waits
+            assert "kill" not in result
+            answer.set()
+    assert result["kill"] == {"killed": ["/ks/slow"]}
+    await wait_for(server, lambda: slow.status is NodeStatus.aborted)
+    server.stop_now()
 
 
 async def test_a_zombie_is_refused_and_listed(tmp_path: Path, served: TaklerServer, client) -> None:  # type: ignore[no-untyped-def]
