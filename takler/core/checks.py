@@ -20,7 +20,7 @@ def _expr_problems(
     base = path.rpartition("/")[0]
     for ref in references_of(attr.expr):
         # As resolve_path(node, ref.path), from the path already known.
-        target_path = _resolve("" if ref.path[:1] == "/" else base, ref.path)
+        target_path = _resolve(base, ref.path)
         target = find(target_path)
         if target is None:
             out.append(

@@ -38,7 +38,7 @@ from takler.core.errors import (
     StateError,
 )
 from takler.core.expression import BinOp, parse_expression
-from takler.core.status import NodeStatus, derive_from_counts
+from takler.core.status import QUIET, NodeStatus, derive_from_counts
 
 if TYPE_CHECKING:
     from takler.core.bunch import Bunch
@@ -67,8 +67,6 @@ def _param_value(name: str, value: object) -> ParamValue:
 
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-#: statuses of a task with nothing to do now, nor a job (Family.live_tasks)
-_QUIET = frozenset({NodeStatus.unknown, NodeStatus.complete})
 _T = TypeVar("_T")
 
 
@@ -565,7 +563,7 @@ class Family(Node):
         a suspended child shows ``suspended``), so it is not walked: a flow
         loaded and never begun costs nothing to scan.
         """
-        quiet = _QUIET
+        quiet = QUIET
         stack: list[Node] = [self]
         while stack:
             node = stack.pop()

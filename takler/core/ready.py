@@ -22,7 +22,7 @@ def make_resolver(owner: Node, attr: ExprAttr):  # type: ignore[no-untyped-def]
     from takler.core.expression import NodeRef
 
     bunch = owner.bunch
-    paths = attr.abs_paths if attr.targets else {}
+    paths = attr.abs_paths
 
     def resolve(ref):  # type: ignore[no-untyped-def]
         target = paths.get(ref) or resolve_path(owner, ref.path)

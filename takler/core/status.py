@@ -65,6 +65,9 @@ FORCIBLE = frozenset(
 
 #: States in which a task has a job: submitted or active.
 RUNNING = frozenset({NodeStatus.submitted, NodeStatus.active})
+#: Statuses of a task with nothing to do now, nor a job: a subtree whose
+#: derived state is one of them holds no task with work (Family.live_tasks).
+QUIET = frozenset({NodeStatus.unknown, NodeStatus.complete})
 
 #: The integer ecFlow gives each state when a state is used in arithmetic.
 ECFLOW_STATE_VALUE = {

@@ -32,11 +32,10 @@ from takler.core.errors import TaklerError
 from takler.core.limits import blocking_limits, missing_limits
 from takler.core.node import Family, Node, Task
 from takler.core.ready import complete_due, lineage, task_ready, time_deadline, time_free
-from takler.core.status import RUNNING, NodeStatus
+from takler.core.status import QUIET, RUNNING, NodeStatus
 
 _QUEUED = NodeStatus.queued.value
 _RUNNING = frozenset(s.value for s in RUNNING)
-_QUIET = frozenset({NodeStatus.unknown, NodeStatus.complete})
 
 
 def unlatched_times(node: Node) -> list[tuple[Node, Any]]:
@@ -141,7 +140,7 @@ class Scheduler:
                 # A node added unknown or complete (every node of a flow just
                 # loaded) has nothing to submit or complete below it.
                 node = bunch.get_node(change.path)
-                if node is not None and node.status not in _QUIET:
+                if node is not None and node.status not in QUIET:
                     add(node)
             elif (
                 (kind is ChangeKind.suspended and change.new is False)

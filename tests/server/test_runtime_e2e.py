@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from takler.client.child import ChildClient, ChildCommandError
 from takler.client.client import RemoteError, open_client
@@ -201,9 +202,14 @@ async def test_kill_waits_for_a_submission_in_progress(
         async def kill() -> None:
             result["kill"] = await client.call("kill", path="/ks/slow")
 
+        assert server.jobs is not None
+        watch = server.jobs.watches["/ks/slow"]
         async with trio.open_nursery() as inner:
             inner.start_soon(kill)
-            await trio.sleep(0.2)  # the kill has reached the server and waits
+            # Client and server share this run: once every task is blocked
+            # (no socket ready), the kill has reached the server and waits.
+            await trio.testing.wait_all_tasks_blocked()
+            assert watch.submitted.statistics().tasks_waiting == 1
             assert "kill" not in result
             answer.set()
     assert result["kill"] == {"killed": ["/ks/slow"]}
