@@ -185,16 +185,6 @@ class EcflowSide:
 
     # -------------------------------------------------------------- latency
 
-    def cli_ping(self) -> None:
-        """``ecflow_client --ping`` as a whole process."""
-        subprocess.run(
-            ["ecflow_client", f"--host={HOST}", f"--port={self.port}", "--ping"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            check=True,
-            timeout=60,
-        )
-
     def ping_n(self, n: int) -> list[float]:
         return list(self.call("ping_n", n=n))
 

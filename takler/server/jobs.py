@@ -25,7 +25,7 @@ from takler.core.node import Task
 from takler.core.params import variables_for_job
 from takler.core.status import RUNNING, NodeStatus
 from takler.runners.base import JobExit, JobHandle, JobSpec, Runner
-from takler.server.threads import run_sync
+from takler.tasks.render import write_job
 
 log = logging.getLogger("takler.jobs")
 
@@ -260,12 +260,12 @@ class Jobs:
 
             raise SubmitError(f"unknown runner {runner_name!r} (TAKLER_RUNNER)")
         text, job_file, job_out = render_task(task, variables, self._bin_dir)
-        try:
-            await run_sync(_write_job, text, job_file)
-        except OSError as e:
-            from takler.runners.base import SubmitError
-
-            raise SubmitError(f"cannot write job file {job_file}: {e.strerror or e}") from None
+        # Written here, not in a worker thread: the script and its includes were
+        # just read here too, and a thread hop per job (wake-ups and the GIL
+        # handed back and forth while jobs start on every core) cost the server
+        # a quarter of its CPU in W-wide-1000-limit20. A failure is a
+        # JobRenderError, which aborts the task like any submission failure.
+        write_job(text, job_file)
         if any(name.startswith("ECF_") for name in variables):
             from takler.ecflow.variables import ecflow_aliases
 
@@ -391,9 +391,3 @@ def _abort(task: Task, reason: str) -> None:
 
 def _no_history(event: str, data: dict[str, Any]) -> None:
     return None
-
-
-def _write_job(text: str, job_file: Path) -> None:
-    from takler.tasks.render import write_job
-
-    write_job(text, job_file)
