@@ -8,6 +8,7 @@ ecFlow preprocessor in ``takler.ecflow``, never to :func:`render_job`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -127,7 +128,8 @@ def write_job(text: str, job_file: Path) -> None:
             os.close(fd)
         os.replace(tmp, job_file)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder that is not one cannot hold it either
+            tmp.unlink(missing_ok=True)
         raise JobRenderError(f"cannot write job file {job_file}: {exc.strerror}") from None
 
 

@@ -133,6 +133,30 @@ async def test_a_limit_holds_jobs_back(tmp_path: Path, served: TaklerServer, cli
     assert flow.limits["L"].value == 0
 
 
+async def test_a_job_file_that_cannot_be_written_aborts_its_task_alone(
+    tmp_path: Path, served: TaklerServer, client
+) -> None:  # type: ignore[no-untyped-def]
+    # The job file is written by the server's own loop: a failure must abort
+    # that task with the reason and leave the server and the other task going.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    flow = base_flow(tmp_path, "unwritable")
+    flow.add_parameter("TAKLER_TRIES", 1)
+    flow.add_parameter("TAKLER_SCRIPT", script(tmp_path, "fine", "true"))
+    stuck = flow.add_task("stuck")
+    stuck.add_parameter("TAKLER_JOB", blocker / "stuck.job")
+    fine = flow.add_task("fine")
+    served.add_flows([flow])
+    await client.call("begin", path="/unwritable")
+    await wait_for(
+        served,
+        lambda: fine.status is NodeStatus.complete and stuck.status is NodeStatus.aborted,
+    )
+    assert stuck.reason.startswith("submission failed: cannot write job file ")
+    assert str(blocker / "stuck.job") in stuck.reason
+    assert (await client.call("ping")) is not None
+
+
 async def test_abort_is_retried_until_tries_are_spent(
     tmp_path: Path, served: TaklerServer, client
 ) -> None:  # type: ignore[no-untyped-def]

@@ -154,6 +154,13 @@ def test_write_job_replaces_an_existing_file(tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["t1.job1"]
 
 
+def test_write_job_under_a_file_says_why(tmp_path) -> None:
+    blocker = tmp_path / "plain"
+    blocker.write_text("")
+    with pytest.raises(JobRenderError, match=r"cannot write job file .*plain/t1\.job1: Not a directory"):
+        write_job("x\n", blocker / "t1.job1")
+
+
 def test_edited_include_is_picked_up(tmp_path) -> None:
     includes = tmp_path / "inc"
     includes.mkdir()
