@@ -39,7 +39,10 @@ def _task_parameters(task: Task) -> dict[str, ParamValue]:
     if "TAKLER_JOB" not in task.parameters:
         out["TAKLER_JOB"] = f"{home}{path}.job{task.tryno}"
     if "TAKLER_JOBOUT" not in task.parameters:
-        out["TAKLER_JOBOUT"] = f"{home}{path}.{task.tryno}"
+        # TAKLER_OUT (ecFlow's ECF_OUT) puts outputs apart from the job files.
+        outputs = find_parameter(task, "TAKLER_OUT")
+        root = home if outputs is None or outputs == "" else str(outputs)
+        out["TAKLER_JOBOUT"] = f"{root}{path}.{task.tryno}"
     return out
 
 
@@ -76,12 +79,6 @@ def generated_parameters(node: Node) -> dict[str, ParamValue]:
     if node.repeat is not None:
         out.update(node.repeat.variables())
     return out
-
-
-_TASK_NAMES = frozenset(
-    {"TASK", "TAKLER_NAME", "TAKLER_TRYNO", "TAKLER_PASSWORD", "TAKLER_RID",
-     "TAKLER_SCRIPT", "TAKLER_JOB", "TAKLER_JOBOUT"}
-)  # fmt: skip
 
 
 _TASK_NAMES = frozenset(

@@ -28,6 +28,7 @@ ECF_TO_TAKLER: dict[str, str] = {
     "ECF_SCRIPT": "TAKLER_SCRIPT",
     "ECF_JOB": "TAKLER_JOB",
     "ECF_JOBOUT": "TAKLER_JOBOUT",
+    "ECF_OUT": "TAKLER_OUT",
     "ECF_NAME": "TAKLER_NAME",
     "ECF_PASS": "TAKLER_PASSWORD",
     "ECF_TRYNO": "TAKLER_TRYNO",
@@ -48,7 +49,7 @@ ECF_TO_TAKLER: dict[str, str] = {
 SETTABLE = frozenset(
     {
         "ECF_HOME", "ECF_FILES", "ECF_INCLUDE", "ECF_TRIES", "ECF_JOB_CMD", "ECF_KILL_CMD",
-        "ECF_STATUS_CMD", "ECF_SCRIPT", "ECF_JOB", "ECF_JOBOUT",
+        "ECF_STATUS_CMD", "ECF_SCRIPT", "ECF_JOB", "ECF_JOBOUT", "ECF_OUT",
     }
 )  # fmt: skip
 

@@ -71,6 +71,15 @@ def test_user_script_and_files_override_generated_paths():
     assert other.find_parameter("TAKLER_SCRIPT") == "/scripts/test/t2.takler"
 
 
+def test_takler_out_moves_outputs_but_not_job_files():
+    _, flow, t = seed_flow()
+    flow.add_parameter("TAKLER_OUT", "/scratch/out")
+    assert t.find_parameter("TAKLER_JOBOUT") == "/scratch/out/test/f/t1.0"
+    assert t.find_parameter("TAKLER_JOB") == "/home/u/t/test/f/t1.job0"
+    t.add_parameter("TAKLER_JOBOUT", "/exact/t1.out")  # an explicit output still wins
+    assert t.find_parameter("TAKLER_JOBOUT") == "/exact/t1.out"
+
+
 def test_generated_on_a_node_beats_a_user_value_inherited_from_above():
     _, flow, t = seed_flow()
     flow.add_parameter("TASK", "not me")

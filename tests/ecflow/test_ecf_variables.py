@@ -39,8 +39,10 @@ def test_settable_ecf_names_map_onto_takler_names() -> None:
             "ECF_NAME": "/x",
             "TAKLER_FILES": "/f",
             "ECF_FILES": "/e",
+            "ECF_OUT": "/o",
         }
     )
+    assert out["TAKLER_OUT"] == "/o"
     assert out["TAKLER_HOME"] == "/h" and out["TAKLER_TRIES"] == "3"
     assert "TAKLER_NAME" not in out  # generated: a .def cannot set it
     assert out["TAKLER_FILES"] == "/f"  # an explicit TAKLER_* value wins

@@ -194,6 +194,27 @@ async def test_an_ecf_job_cmd_submits_with_ecflow_variables(
     assert "/cmd/t" in (tmp_path / "home" / "cmd" / "t.1").read_text()
 
 
+@pytest.mark.e2e
+async def test_ecf_out_puts_outputs_apart_from_job_files(
+    tmp_path: Path, served: TaklerServer
+) -> None:
+    files, home, out = tmp_path / "files", tmp_path / "jobs", tmp_path / "out"
+    (files / "f").mkdir(parents=True)
+    (files / "f" / "t.ecf").write_text("%include <head.h>\necho output of %ECF_NAME%\n%include <tail.h>\n")
+    (flow,) = flows_from_def(
+        f"suite o\n edit ECF_FILES '{files}'\n edit ECF_HOME '{home}'\n edit ECF_OUT '{out}'\n"
+        f" edit ECF_INCLUDE '{EXAMPLE / 'ecf' / 'include'}'\n family f\n  task t\n endfamily\nendsuite\n",
+        "o.def",
+    )
+    served.add_flows([flow], begin=True)
+    t = task(flow, "f/t")
+    await wait_for(served, lambda: t.status in (NodeStatus.complete, NodeStatus.aborted))
+    assert t.status is NodeStatus.complete, t.reason
+    assert "output of /o/f/t" in (out / "o" / "f" / "t.1").read_text()  # its folders were made
+    assert (home / "o" / "f" / "t.job1").is_file()
+    assert not (home / "o" / "f" / "t.1").exists()
+
+
 def ecf_task(tmp_path: Path, runner: str) -> tuple[Task, dict[str, str]]:
     files = tmp_path / "files"
     (files / "f").mkdir(parents=True, exist_ok=True)
