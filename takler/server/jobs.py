@@ -263,7 +263,7 @@ class Jobs:
         # Written here, not in a worker thread: the script and its includes were
         # just read here too, and a thread hop per job (wake-ups and the GIL
         # handed back and forth while jobs start on every core) cost the server
-        # a quarter of its CPU in W-wide-1000-limit20. A failure is a
+        # 7-24% of its CPU in W-wide-1000-limit20 (paired runs). A failure is a
         # JobRenderError, which aborts the task like any submission failure.
         try:
             write_job(text, job_file)
