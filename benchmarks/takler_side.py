@@ -79,13 +79,16 @@ class TaklerSide:
     Args:
         home: the server's home (store, log, jobs); scripts go to ``home/files``.
         store: keep the durable store.
+        root: the checkout whose code the server runs (this one by default;
+            another worktree for paired comparisons, see ``benchmarks.ab``).
     """
 
     name = "takler"
 
-    def __init__(self, home: Path, store: bool = True) -> None:
+    def __init__(self, home: Path, store: bool = True, root: Path = ROOT) -> None:
         self.home = home
         self.store = store
+        self.root = root
         self.files = home / "files"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -108,13 +111,14 @@ class TaklerSide:
         if workload:
             command += ["--workload", workload]
         env = dict(
-            os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(self.root), os.environ.get("PYTHONPATH", "")]),
         )
         out = open(self.home / "server.stdout", "ab")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=self.root,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
