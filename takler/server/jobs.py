@@ -265,12 +265,7 @@ class Jobs:
         # handed back and forth while jobs start on every core) cost the server
         # 7-24% of its CPU in W-wide-1000-limit20 (paired runs). A failure is a
         # JobRenderError, which aborts the task like any submission failure.
-        try:
-            write_job(text, job_file)
-        except OSError as e:  # write_job says why itself; this keeps the loop safe
-            from takler.runners.base import SubmitError
-
-            raise SubmitError(f"cannot write job file {job_file}: {e.strerror or e}") from None
+        write_job(text, job_file)
         if any(name.startswith("ECF_") for name in variables):
             from takler.ecflow.variables import ecflow_aliases
 

@@ -112,8 +112,13 @@ def write_job(text: str, job_file: Path) -> None:
     Raises:
         JobRenderError: the file cannot be written.
     """
+    if not job_file.name:
+        raise JobRenderError(f"cannot write job file {str(job_file)!r}: it names no file")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise JobRenderError(f"cannot write job file {job_file}: {exc.reason}") from None
     tmp = job_file.with_name(f".{job_file.name}.{os.getpid()}.tmp")
-    data = text.encode("utf-8")
     try:
         try:
             fd = os.open(tmp, _JOB_FLAGS, 0o700)

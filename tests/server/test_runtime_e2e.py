@@ -133,18 +133,21 @@ async def test_a_limit_holds_jobs_back(tmp_path: Path, served: TaklerServer, cli
     assert flow.limits["L"].value == 0
 
 
+@pytest.mark.parametrize(
+    ("job", "why"),
+    [("not-a-folder/stuck.job", "Not a directory"), ("", "it names no file")],
+)
 async def test_a_job_file_that_cannot_be_written_aborts_its_task_alone(
-    tmp_path: Path, served: TaklerServer, client
+    tmp_path: Path, served: TaklerServer, client, job: str, why: str
 ) -> None:  # type: ignore[no-untyped-def]
     # The job file is written by the server's own loop: a failure must abort
     # that task with the reason and leave the server and the other task going.
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("")
+    (tmp_path / "not-a-folder").write_text("")
     flow = base_flow(tmp_path, "unwritable")
     flow.add_parameter("TAKLER_TRIES", 1)
     flow.add_parameter("TAKLER_SCRIPT", script(tmp_path, "fine", "true"))
     stuck = flow.add_task("stuck")
-    stuck.add_parameter("TAKLER_JOB", blocker / "stuck.job")
+    stuck.add_parameter("TAKLER_JOB", str(tmp_path / job) if job else "")
     fine = flow.add_task("fine")
     served.add_flows([flow])
     await client.call("begin", path="/unwritable")
@@ -153,7 +156,7 @@ async def test_a_job_file_that_cannot_be_written_aborts_its_task_alone(
         lambda: fine.status is NodeStatus.complete and stuck.status is NodeStatus.aborted,
     )
     assert stuck.reason.startswith("submission failed: cannot write job file ")
-    assert str(blocker / "stuck.job") in stuck.reason
+    assert stuck.reason.endswith(why)
     assert (await client.call("ping")) is not None
 
 

@@ -161,6 +161,21 @@ def test_write_job_under_a_file_says_why(tmp_path) -> None:
         write_job("x\n", blocker / "t1.job1")
 
 
+@pytest.mark.parametrize(
+    ("text", "name", "why"),
+    [
+        ("x\n", "", "it names no file"),
+        ("x\n", "/", "it names no file"),
+        ("echo \ud800\n", "t1.job1", "surrogates not allowed"),
+    ],
+)
+def test_write_job_refuses_what_it_cannot_write(tmp_path, text, name, why) -> None:
+    job = Path(name) if name in ("", "/") else tmp_path / name
+    with pytest.raises(JobRenderError, match=why):
+        write_job(text, job)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_edited_include_is_picked_up(tmp_path) -> None:
     includes = tmp_path / "inc"
     includes.mkdir()
