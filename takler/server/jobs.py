@@ -238,7 +238,6 @@ class Jobs:
             try:
                 handle = await self._submit(task, watch)
             except TaklerError as e:
-                watch.submitted.set()
                 if self._current(task, watch):
                     log.warning("%s: submission failed: %s", task.node_path, e)
                     self._on_history("submit_failed", {"path": task.node_path, "tryno": watch.tryno,
