@@ -154,10 +154,15 @@ def whole_process(command: list[str], env: dict[str, str] | None, n: int) -> lis
         for i in range(n + 1):
             signal.alarm(60)
             t0 = time.perf_counter()
-            with subprocess.Popen(
+            proc = subprocess.Popen(
                 command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
-            ) as proc:
+            )
+            try:
                 code = proc.wait()
+            except BaseException:  # the alarm, or ^C: do not leave it running
+                proc.kill()
+                proc.wait()
+                raise
             elapsed = time.perf_counter() - t0
             signal.alarm(0)
             if code != 0:
