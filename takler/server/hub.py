@@ -5,6 +5,11 @@ each change once and pushes a delta into the bounded buffer of every
 subscriber whose path it concerns. Publishing never waits: a subscriber that
 falls ``max_buffer`` messages behind is dropped with reason "too slow" and
 must subscribe again for a fresh snapshot.
+
+Deltas that a subscriber has not taken yet are merged into one (up to
+``MERGE_MAX`` changes): a group commit that ends twenty child commands at
+once costs its subscribers one message, not twenty. Applying the merged
+delta is the same as applying its parts in order.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ log = logging.getLogger("takler.hub")
 
 SnapshotFn = Callable[[str | None], dict[str, Any]]
 DumpFn = Callable[[Change], dict[str, Any]]
+
+#: changes a delta waiting in a subscriber's buffer may grow to by merging
+MERGE_MAX = 256
 
 
 def normalize_path(path: str | None) -> str | None:
@@ -76,7 +84,16 @@ class Subscription:
     def _offer(self, message: dict[str, Any], max_buffer: int) -> None:
         if self._done:
             return
-        if len(self._buffer) >= max_buffer:
+        buffer = self._buffer
+        if buffer:
+            last = buffer[-1]
+            changes = message["changes"]
+            # The consumer has not taken ``last`` yet: it may still grow.
+            if last["type"] == "delta" and len(last["changes"]) + len(changes) <= MERGE_MAX:
+                last["changes"].extend(changes)
+                last["server"] = message["server"]
+                return
+        if len(buffer) >= max_buffer:
             # Queued deltas are useless without the ones that cannot follow.
             self._buffer.clear()
             self._end("too slow")

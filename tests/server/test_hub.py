@@ -11,7 +11,7 @@ import trio.testing
 from takler.core.change import Change, ChangeKind
 from takler.core.errors import NodeNotFoundError
 from takler.protocol import TooManyError
-from takler.server.hub import Hub, normalize_path
+from takler.server.hub import MERGE_MAX, Hub, normalize_path
 
 
 def snapshot(path: str | None) -> dict[str, Any]:
@@ -118,12 +118,17 @@ def test_each_change_is_dumped_once() -> None:
     assert all(s.pending() == 2 for s in subs)
 
 
+def full(value: int) -> list[Change]:
+    """A batch too big to merge with anything queued."""
+    return [meter(f"/f/t{i}", value) for i in range(MERGE_MAX)]
+
+
 async def test_slow_subscriber_is_dropped_too_slow() -> None:
     hub = Hub(snapshot, max_buffer=3)
     slow = hub.open_subscription(None)
     fast = hub.open_subscription(None)
     for i in range(1, 6):
-        hub.publish([meter("/f/t", i)], "running")
+        hub.publish(full(i), "running")
         drain(fast)
     assert [m async for m in slow] == [
         {"v": 1, "type": "closed", "subscription": slow.id, "reason": "too slow"}
@@ -132,6 +137,49 @@ async def test_slow_subscriber_is_dropped_too_slow() -> None:
     assert len(hub) == 1
     hub.publish([meter("/f/t", 9)], "running")
     assert fast.pending() == 1 and slow.pending() == 0
+
+
+def test_deltas_not_yet_taken_merge_in_order() -> None:
+    hub = Hub(snapshot)
+    sub = hub.open_subscription(None)
+    drain(sub)
+    hub.publish([meter("/f/t", 1)], "running")
+    hub.publish([meter("/f/t", 2), meter("/f/u", 1)], "running")
+    hub.publish([], "halted")  # a server state alone merges too
+    (delta,) = drain(sub)
+    assert delta["seq"] == 1
+    assert [(c["path"], c["new"]) for c in delta["changes"]] == [
+        ("/f/t", 1),
+        ("/f/t", 2),
+        ("/f/u", 1),
+    ]
+    assert delta["server"] == {"state": "halted"}
+    hub.publish([meter("/f/t", 3)], "halted")
+    (after,) = drain(sub)
+    assert after["seq"] == 2 and [c["new"] for c in after["changes"]] == [3]
+
+
+def test_a_merged_delta_stays_within_merge_max() -> None:
+    hub = Hub(snapshot)
+    sub = hub.open_subscription(None)
+    drain(sub)
+    hub.publish(full(1)[:-1], "running")
+    hub.publish([meter("/f/t", 2)], "running")  # fills it exactly
+    hub.publish([meter("/f/t", 3)], "running")  # starts the next
+    first, second = drain(sub)
+    assert len(first["changes"]) == MERGE_MAX
+    assert [c["new"] for c in second["changes"]] == [3]
+    assert second["seq"] == first["seq"] + 1
+
+
+def test_a_delta_taken_is_not_changed_by_later_ones() -> None:
+    hub = Hub(snapshot)
+    sub = hub.open_subscription(None)
+    drain(sub)
+    hub.publish([meter("/f/t", 1)], "running")
+    (taken,) = drain(sub)
+    hub.publish([meter("/f/t", 2)], "running")
+    assert len(taken["changes"]) == 1 and sub.pending() == 1
 
 
 async def test_close_all_delivers_pending_then_closed() -> None:

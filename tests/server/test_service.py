@@ -16,6 +16,7 @@ import trio_websocket
 from takler.client.client import UnreachableError, open_client
 from takler.core.change import Change, ChangeKind
 from takler.protocol import ERROR_CODES
+from takler.server.hub import MERGE_MAX
 from takler.server.tls import server_ssl_context
 from tests.server.fake_dispatcher import (
     OPERATOR_TOKEN,
@@ -213,7 +214,9 @@ async def test_slow_subscriber_is_closed_too_slow() -> None:
         sid = (await ask(ws, req(1, "subscribe", path="/f")))["result"]["subscription"]
         await trio.testing.wait_all_tasks_blocked()
         for i in range(20):
-            hub.publish([Change("/f/fam/t1", ChangeKind.meter, "m", i, i + 1)], "running")
+            # Batches too big to merge with one another.
+            batch = [Change("/f/fam/t1", ChangeKind.meter, "m", i, i + 1)] * MERGE_MAX
+            hub.publish(batch, "running")
         types = []
         while True:
             message = json.loads(await ws.get_message())
