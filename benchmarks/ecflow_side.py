@@ -163,8 +163,6 @@ class EcflowSide:
     def prepare(self, w: Workload) -> None:
         """Install the scripts and load the suite (not timed)."""
         include = install_ecflow_scripts(w, self.home)
-        for path in (self.home / w.flow).rglob("*.job*"):
-            path.unlink()
         self.call("load", path=str(write_ecflow_def(w, self.defs, include)))
 
     def run(self, w: Workload, before: Callable[[], None]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ T = TypeVar("T")
 def serve(home: Path, store: bool, workload: str | None) -> None:
     """Build the flow, start the server, note the times, serve until stopped."""
     from takler.server import TaklerServer
+    from takler.server.server import tune_gc
 
     t0 = time.perf_counter()
     flows = [takler_flow(ALL[workload])] if workload else []
@@ -51,6 +52,7 @@ def serve(home: Path, store: bool, workload: str | None) -> None:
         t1 = time.perf_counter()
         server.add_flows(flows)
         await server.start()
+        tune_gc()  # as takler serve does
         started = time.perf_counter() - t1
         note = {"pid": os.getpid(), "build_s": built, "start_s": started}
         (home / "bench-start.json").write_text(json.dumps(note), encoding="utf-8")
@@ -202,8 +204,6 @@ class TaklerSide:
         from takler.codec import dump_node
 
         install_takler_scripts(w, self.files)
-        for path in (self.home / w.flow).rglob("*.job*"):
-            path.unlink()
         data = dump_node(takler_flow(w, self.files), state=False)
         self.call("load", flows=[data])
 

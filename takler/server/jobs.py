@@ -8,6 +8,7 @@ soon as the runner returns it, so a restarted server can adopt the job.
 
 from __future__ import annotations
 
+import collections
 import logging
 import secrets
 import shlex
@@ -164,6 +165,8 @@ class Jobs:
         self._bin_dir = bin_dir
         self._on_history = on_history or _no_history
         self.watches: dict[str, JobWatch] = {}
+        #: task path -> watchers alive (the current job's and stale ones still running)
+        self._live: collections.Counter[str] = collections.Counter()
         self._nursery: trio.Nursery | None = None
         self._flushing = False
 
@@ -192,10 +195,12 @@ class Jobs:
         # A stale job already running keeps its watcher: it reaps the process
         # and records its end, and changes nothing, being no longer current.
         self.watches[task.node_path] = watch
+        self._live[task.node_path] += 1
         try:
             self._nursery.start_soon(self._lifecycle, task, watch)
         except RuntimeError:  # closed: the server stops and run() has not returned yet
             self._forget(watch)
+            self._gone(watch)
             log.info("%s: not started, the server is stopping", task.node_path)
 
     def adopt(self, task: Task) -> None:
@@ -207,6 +212,7 @@ class Jobs:
         if task.job is not None:
             watch.handle = handle_from_data(task.job)
         self.watches[task.node_path] = watch
+        self._live[task.node_path] += 1
         self._nursery.start_soon(self._adopted, task, watch)
 
     async def kill(self, task: Task) -> bool:
@@ -234,21 +240,24 @@ class Jobs:
         )
 
     async def _lifecycle(self, task: Task, watch: JobWatch) -> None:
-        with watch.scope:
-            try:
-                handle = await self._submit(task, watch)
-            except TaklerError as e:
-                if self._current(task, watch):
-                    log.warning("%s: submission failed: %s", task.node_path, e)
-                    self._on_history("submit_failed", {"path": task.node_path, "tryno": watch.tryno,
-                                       "exit": "submit_failed", "reason": str(e)})  # fmt: skip
-                    _abort(task, f"submission failed: {e}")
-                    await self._save()
-                self._forget(watch)
-                return
-            finally:
-                watch.submitted.set()
-            await self._watch(task, watch, handle)
+        try:
+            with watch.scope:
+                try:
+                    handle = await self._submit(task, watch)
+                except TaklerError as e:
+                    if self._current(task, watch):
+                        log.warning("%s: submission failed: %s", task.node_path, e)
+                        self._on_history("submit_failed", {"path": task.node_path, "tryno": watch.tryno,
+                                           "exit": "submit_failed", "reason": str(e)})  # fmt: skip
+                        _abort(task, f"submission failed: {e}")
+                        await self._save()
+                    self._forget(watch)
+                    return
+                finally:
+                    watch.submitted.set()
+                await self._watch(task, watch, handle)
+        finally:
+            self._gone(watch)
 
     async def _submit(self, task: Task, watch: JobWatch) -> JobHandle:
         variables = variables_for_job(task)
@@ -264,7 +273,8 @@ class Jobs:
         # handed back and forth while jobs start on every core) cost the server
         # 7-24% of its CPU in W-wide-1000-limit20 (paired runs). A failure is a
         # JobRenderError, which aborts the task like any submission failure.
-        write_job(text, job_file)
+        # Rewritten in place unless an earlier job of the task may still read it.
+        write_job(text, job_file, in_place=self._live[task.node_path] == 1)
         if any(name.startswith("ECF_") for name in variables):
             from takler.ecflow.variables import ecflow_aliases
 
@@ -284,17 +294,20 @@ class Jobs:
         return handle
 
     async def _adopted(self, task: Task, watch: JobWatch) -> None:
-        with watch.scope:
-            if watch.handle is None:
-                if self._current(task, watch):
-                    reason = "the server stopped before the job was started"
-                    log.warning("%s: try %d aborted: %s", task.node_path, watch.tryno, reason)
-                    _abort(task, reason)
-                    await self._save()
-                self._forget(watch)
-                return
-            log.info("%s: re-adopting job %s (%s)", task.node_path, watch.handle.rid, watch.handle.runner)
-            await self._watch(task, watch, watch.handle)
+        try:
+            with watch.scope:
+                if watch.handle is None:
+                    if self._current(task, watch):
+                        reason = "the server stopped before the job was started"
+                        log.warning("%s: try %d aborted: %s", task.node_path, watch.tryno, reason)
+                        _abort(task, reason)
+                        await self._save()
+                    self._forget(watch)
+                    return
+                log.info("%s: re-adopting job %s (%s)", task.node_path, watch.handle.rid, watch.handle.runner)
+                await self._watch(task, watch, watch.handle)
+        finally:
+            self._gone(watch)
 
     async def _watch(self, task: Task, watch: JobWatch, handle: JobHandle) -> None:
         runner = self.runners.get(handle.runner)
@@ -378,6 +391,14 @@ class Jobs:
     def _forget(self, watch: JobWatch) -> None:
         if self.watches.get(watch.task_path) is watch:
             del self.watches[watch.task_path]
+
+    def _gone(self, watch: JobWatch) -> None:
+        """The watcher of ``watch`` ended: its job no longer runs (or never started)."""
+        left = self._live[watch.task_path] - 1
+        if left > 0:
+            self._live[watch.task_path] = left
+        else:
+            del self._live[watch.task_path]
 
 
 def _abort(task: Task, reason: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -102,12 +103,18 @@ def render_job(
     return _insert_header(text, extra_header) if extra_header else text
 
 
-def write_job(text: str, job_file: Path) -> None:
-    """Write a job file, executable and private (it holds the job's password),
-    replacing any older one in one step.
+def write_job(text: str, job_file: Path, in_place: bool = False) -> None:
+    """Write a job file, executable and private (it holds the job's password).
 
-    The file is replaced rather than rewritten so a still-running previous
-    try, which bash reads as it goes, keeps its own copy.
+    By default an older file is replaced in one step (a new file renamed over
+    it), so a still-running previous job, which bash reads as it goes, keeps
+    its own copy. With ``in_place``, which the caller gives when it knows no
+    job runs from this file, an existing regular file is rewritten instead,
+    as ecFlow writes its job files: the same inode, none allocated and none
+    freed. On a file system without a journal, ext4 passes over every inode
+    freed in the last minutes before it reuses one, so a server that
+    replaced a file per job made each new one slower to create (0.5-1.4 ms
+    of kernel time per job after a few thousand jobs).
 
     Raises:
         JobRenderError: the file cannot be written.
@@ -118,6 +125,8 @@ def write_job(text: str, job_file: Path) -> None:
         data = text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise JobRenderError(f"cannot write job file {job_file}: {exc.reason}") from None
+    if in_place and _rewrite(data, job_file):
+        return
     tmp = job_file.with_name(f".{job_file.name}.{os.getpid()}.tmp")
     try:
         try:
@@ -126,9 +135,7 @@ def write_job(text: str, job_file: Path) -> None:
             job_file.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, _JOB_FLAGS, 0o700)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, job_file)
@@ -138,7 +145,37 @@ def write_job(text: str, job_file: Path) -> None:
         raise JobRenderError(f"cannot write job file {job_file}: {exc.strerror}") from None
 
 
+def _rewrite(data: bytes, job_file: Path) -> bool:
+    """Rewrite ``job_file`` in place if it is a regular file of one link;
+    False when it is not there or is something else (a link, a FIFO...)."""
+    try:
+        fd = os.open(job_file, _REWRITE_FLAGS)
+    except OSError:
+        return False  # not there (or a symbolic link, or a FIFO nobody reads): replace it
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return False
+        os.ftruncate(fd, 0)
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            os.fchmod(fd, 0o700)
+        _write_all(fd, data)
+    except OSError as exc:
+        raise JobRenderError(f"cannot write job file {job_file}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 _JOB_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+# Not truncated at open: a hard-linked file is left alone.
+_REWRITE_FLAGS = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 def _where(tb: TracebackType | None) -> str:

@@ -154,6 +154,40 @@ def test_write_job_replaces_an_existing_file(tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["t1.job1"]
 
 
+def test_write_job_in_place_keeps_the_inode_and_makes_it_private(tmp_path) -> None:
+    job = tmp_path / "t1.job1"
+    job.write_text("an older, longer job\n")
+    job.chmod(0o644)
+    inode = job.stat().st_ino
+    write_job("new\n", job, in_place=True)
+    assert job.read_text() == "new\n"
+    assert job.stat().st_ino == inode
+    assert job.stat().st_mode & 0o777 == 0o700
+    assert [p.name for p in tmp_path.iterdir()] == ["t1.job1"]
+
+
+def test_write_job_in_place_creates_a_missing_file(tmp_path) -> None:
+    job = tmp_path / "f" / "t1.job1"
+    write_job("new\n", job, in_place=True)
+    assert job.read_text() == "new\n"
+    assert job.stat().st_mode & 0o777 == 0o700
+
+
+def test_write_job_replaces_what_is_not_a_plain_file_even_in_place(tmp_path) -> None:
+    # A link is replaced, never written through; a FIFO is replaced, never waited on.
+    target = tmp_path / "elsewhere"
+    target.write_text("keep\n")
+    linked, hard, fifo = tmp_path / "t1.job1", tmp_path / "t2.job1", tmp_path / "t3.job1"
+    linked.symlink_to(target)
+    os.link(target, hard)
+    os.mkfifo(fifo)
+    for job in (linked, hard, fifo):
+        write_job("new\n", job, in_place=True)
+        assert not job.is_symlink() and job.read_text() == "new\n"
+    assert target.read_text() == "keep\n"
+    assert hard.stat().st_ino != target.stat().st_ino
+
+
 def test_write_job_under_a_file_says_why(tmp_path) -> None:
     blocker = tmp_path / "plain"
     blocker.write_text("")
