@@ -143,7 +143,10 @@ async def run_server(server: TaklerServer, until_complete: bool, view: bool) -> 
     Returns:
         The server's exit status (with ``until_complete``: 0 complete, 1 stuck).
     """
+    from takler.server.server import tune_gc
+
     await server.start()
+    tune_gc()
     if not view:
         return await server.run(until_complete=until_complete)
     from takler_cli.watch import StreamClosed, watch_stream

@@ -21,9 +21,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("takler.server")
 
 
+#: the ``takler`` logger's (propagate, level) before a server configured it
+_saved_logging: tuple[bool, int] | None = None
+
+
 def setup_logging(server: TaklerServer) -> None:
-    """One line per event in ``<home>/takler.log``, and on the console with rich."""
+    """One line per event in ``<home>/takler.log``, and on the console with rich.
+
+    The ``takler`` logger's handlers, level and propagation stay so until
+    :func:`teardown_logging` (the last server started in a process wins).
+    """
+    global _saved_logging
     root = logging.getLogger("takler")
+    if _saved_logging is None:
+        _saved_logging = (root.propagate, root.level)
     level = getattr(logging, server.log_level.upper(), logging.INFO)
     root.setLevel(level)
     for handler in list(root.handlers):
@@ -49,8 +60,28 @@ def setup_logging(server: TaklerServer) -> None:
         console_handler._takler = True  # type: ignore[attr-defined]
         root.addHandler(console_handler)
     root.propagate = False
+    server._log_handlers = [h for h in root.handlers if getattr(h, "_takler", False)]
     if file_handler is None:
         log.warning("%s", problem)
+
+
+def teardown_logging(server: TaklerServer) -> None:
+    """Remove the server's handlers; once no server's are left, give the
+    ``takler`` logger back its level and propagation (an embedding program's
+    own logging, or pytest's, sees takler's records again)."""
+    global _saved_logging
+    root = logging.getLogger("takler")
+    for handler in server._log_handlers:
+        if handler in root.handlers:
+            root.removeHandler(handler)
+            handler.close()
+    server._log_handlers = []
+    if _saved_logging is not None and not any(
+        getattr(h, "_takler", False) for h in root.handlers
+    ):
+        root.propagate, level = _saved_logging
+        root.setLevel(level)
+        _saved_logging = None
 
 
 def _default_runners() -> dict[str, Any]:
@@ -256,4 +287,5 @@ async def close_parts(server: TaklerServer) -> None:
             log.error("final commit failed: %s", e)
         server.store.close()
     log.info("server stopped")
+    teardown_logging(server)
     sys.stdout.flush()

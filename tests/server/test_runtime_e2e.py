@@ -4,6 +4,7 @@ jobs (bash, talking HTTP to the server), the real async client."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -158,6 +159,40 @@ async def test_a_job_file_that_cannot_be_written_aborts_its_task_alone(
     assert stuck.reason.startswith("submission failed: cannot write job file ")
     assert stuck.reason.endswith(why)
     assert (await client.call("ping")) is not None
+
+
+async def test_a_job_file_is_rewritten_in_place_unless_its_job_still_runs(  # type: ignore[no-untyped-def]
+    tmp_path: Path, served: TaklerServer, client
+) -> None:
+    # In place, as ecFlow does, no inode is created or freed per job; but a
+    # job still running from the file (a forced requeue) keeps its own copy.
+    flow = base_flow(tmp_path, "ip")
+    flow.add_parameter("TAKLER_TRIES", 1)
+    go = tmp_path / "go"
+    go.touch()
+    t = flow.add_task("t")
+    t.add_parameter("TAKLER_SCRIPT", script(tmp_path, "t", f"until [ -e {go} ]; do sleep 0.02; done"))
+    served.add_flows([flow])
+    job = tmp_path / "jobs" / "ip" / "t.job1"
+    await client.call("begin", path="/ip")
+    await wait_for(served, lambda: t.status is NodeStatus.complete)
+    first = job.stat().st_ino
+    await client.call("requeue", path="/ip/t")
+    await wait_for(served, lambda: t.status is NodeStatus.complete)
+    assert job.stat().st_ino == first  # the same file, written again
+    go.unlink()
+    await client.call("requeue", path="/ip/t")
+    await wait_for(served, lambda: t.status is NodeStatus.active)
+    assert job.stat().st_ino == first
+    running = job.read_text()
+    old_password = t.password
+    await client.call("requeue", path="/ip/t", force=True)
+    await wait_for(served, lambda: t.status is NodeStatus.active and t.password != old_password)
+    assert job.stat().st_ino != first  # replaced: the first job still reads the old one
+    assert old_password is not None and old_password in running
+    assert t.password is not None and t.password in job.read_text()
+    go.touch()
+    await wait_for(served, lambda: t.status is NodeStatus.complete)
 
 
 async def test_abort_is_retried_until_tries_are_spent(
@@ -317,3 +352,17 @@ async def test_time_is_the_servers_clock(tmp_path: Path) -> None:
         assert abs((server.now() - before).total_seconds()) < 5
     finally:
         await server.aclose()
+
+
+async def test_a_stopped_server_gives_logging_back(tmp_path: Path) -> None:
+    logger = logging.getLogger("takler")
+    before = (logger.propagate, logger.level, list(logger.handlers))
+    server = TaklerServer(port=0, home=tmp_path / "home", console=False, log_level="DEBUG")
+    await server.start()
+    assert logger.propagate is False and logger.level == logging.DEBUG
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.run)
+        await trio.testing.wait_all_tasks_blocked()
+        server.stop_now()
+    assert (logger.propagate, logger.level, list(logger.handlers)) == before
+    assert "server stopped" in (tmp_path / "home" / "takler.log").read_text()
