@@ -124,12 +124,11 @@ def task_ready(task: Task, now: dt.datetime) -> bool:
 
 
 def complete_due(node: Node) -> bool:
-    """Whether a queued node's complete expression now holds."""
+    """Whether a queued node's complete expression now holds; a freed one
+    holds (as in ecFlow: the operator said it need not be waited for)."""
     attr = node.complete_expr
     if attr is None or node.status is not NodeStatus.queued or node.is_suspended_in_tree():
         return False
     if not node.flow.begun:
-        return False
-    if attr.freed:
         return False
     return holds(node, attr)

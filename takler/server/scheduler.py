@@ -72,6 +72,10 @@ def note_time_resets(root: Node) -> None:
         bunch._record(changes)
 
 
+#: flags whose setting may let a node run or complete
+_FREED = frozenset({"trigger_freed", "time_freed", "complete_freed"})
+
+
 class Scheduler:
     """Decides what to submit, looking only at what changes can affect.
 
@@ -145,7 +149,7 @@ class Scheduler:
             elif (
                 (kind is ChangeKind.suspended and change.new is False)
                 or kind in (ChangeKind.begun, ChangeKind.trigger)
-                or (kind is ChangeKind.flag and change.name in ("trigger_freed", "time_freed"))
+                or (kind is ChangeKind.flag and change.name in _FREED)
             ):
                 node = bunch.get_node(change.path)
                 if node is not None:

@@ -199,6 +199,26 @@ async def test_complete_expression_completes_without_running(harness: Harness) -
     assert "/ce/f/b" not in harness.started
 
 
+async def test_a_freed_complete_expression_completes_the_node(harness: Harness) -> None:
+    # As in ecFlow: free-dep --all frees the complete expression too, which
+    # then holds; the trigger freed with it does not start the task first.
+    flow = Flow("fc")
+    fam = flow.add_family("f")
+    a = fam.add_task("a")
+    a.add_event("skip")
+    b = fam.add_task("b")
+    b.add_trigger("a == complete")
+    b.add_complete("a:skip")
+    harness.bunch.add_flow(flow)
+    await harness.apply(ops.begin, flow)
+    await harness.apply(ops.init, a)
+    await harness.apply(ops.free_dependencies, b, trigger=True, complete=True)
+    assert b.status is NodeStatus.complete
+    assert "/fc/f/b" not in harness.started
+    await harness.apply(ops.requeue, b)  # requeue clears the latch
+    assert b.status is NodeStatus.queued and not b.complete_expr.freed
+
+
 async def test_abort_with_tries_left_is_resubmitted(harness: Harness) -> None:
     flow = Flow("ab")
     task = flow.add_task("t")
