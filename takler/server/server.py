@@ -56,8 +56,9 @@ def tune_gc() -> None:
     full collections no longer walk it; and the youngest generation is
     collected every ``GC_THRESHOLD`` allocations instead of every 700. Most
     of the server's garbage (requests, replies, changes) is freed by
-    reference counting, and a collection of the youngest generation costs
-    about the same however much it finds, so fewer of them cost less.
+    reference counting; a collection walks what is still alive, and every
+    700 allocations it kept finding the objects of requests in flight, only
+    to promote them and walk them again in the next generation.
 
     Process-wide: ``takler serve`` calls it once started; a program that
     embeds a server decides for itself.
