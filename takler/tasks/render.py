@@ -156,10 +156,15 @@ def _rewrite(data: bytes, job_file: Path) -> bool:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
             return False
-        os.ftruncate(fd, 0)
         if stat.S_IMODE(info.st_mode) != 0o700:
             os.fchmod(fd, 0o700)
+        # Over the old text, then cut to length: a job of the same task is
+        # about as long as the last, so no block is freed and allocated again
+        # (truncating to 0 first cost as much as the write, on a disk mounted
+        # with discard).
         _write_all(fd, data)
+        if info.st_size > len(data):
+            os.ftruncate(fd, len(data))
     except OSError as exc:
         raise JobRenderError(f"cannot write job file {job_file}: {exc.strerror}") from None
     finally:
