@@ -9,8 +9,10 @@ and tell it from an unrelated process that reused the pid.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import signal
+import time
 from pathlib import Path
 
 import trio
@@ -19,6 +21,22 @@ from takler.runners.base import JobExit, JobHandle, JobSpec, SubmitError, exit_f
 
 _FALLBACK_POLL = 1.0
 _OUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+#: clock ticks a second, the unit of a start time in ``/proc/PID/stat``
+_TICKS = os.sysconf("SC_CLK_TCK")
+#: how far a process's start may lie after the clock read before its spawn:
+#: the spawn itself, and a busy machine's delay. A pid is not used again
+#: within a second: it would take every other pid to be used first.
+_START_SLACK = _TICKS
+
+
+def boot_ticks() -> float:
+    """Now, in clock ticks since boot: the clock of a process's start time.
+
+    Read just before a spawn, it dates the process without reading
+    ``/proc/PID/stat`` of a process that is still starting (which waits on
+    the new process while it maps its program).
+    """
+    return time.clock_gettime(time.CLOCK_BOOTTIME) * _TICKS
 
 
 def process_start_time(pid: int) -> int | None:
@@ -88,6 +106,7 @@ class LocalRunner:
         """
         if not spec.job_file.is_file():
             raise SubmitError(f"{spec.path}: job file {spec.job_file} does not exist")
+        started = boot_ticks()
         try:
             pid = self._spawn(spec)
         except OSError:
@@ -99,15 +118,14 @@ class LocalRunner:
                     f"{spec.path}: cannot open job output {spec.job_out}: {exc}"
                 ) from exc
             os.close(out)
+            started = boot_ticks()
             try:
                 pid = self._spawn(spec)
             except OSError as exc:
                 raise SubmitError(f"{spec.path}: cannot start bash: {exc}") from exc
-        # Not reaped before someone waits, so /proc/PID is there even if it exited.
-        started = process_start_time(pid)
         self._children[pid] = os.pidfd_open(pid)
         self._ended[pid] = trio.Event()
-        return JobHandle(self.name, str(pid), None if started is None else float(started))
+        return JobHandle(self.name, str(pid), started)
 
     def _spawn(self, spec: JobSpec) -> int:
         # posix_spawn returns once the child has exec'd (vfork-fast) and holds
@@ -181,7 +199,12 @@ class LocalRunner:
         started = process_start_time(int(handle.rid))
         if started is None:
             return False
-        return handle.started is None or float(started) == handle.started
+        if handle.started is None:
+            return True
+        # The clock read before the spawn (or, from an older server, the
+        # start time itself): the process started in the same tick or soon after.
+        earliest = math.floor(handle.started)
+        return earliest <= started <= earliest + _START_SLACK
 
     async def _wait_gone(self, handle: JobHandle) -> None:
         pid = int(handle.rid)

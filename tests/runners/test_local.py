@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 from pathlib import Path
@@ -81,7 +82,10 @@ async def test_job_runs_in_its_own_session_with_stdin_closed(tmp_path: Path) -> 
     pid = int(handle.rid)
     assert os.getsid(pid) == pid
     assert handle.runner == "local"
-    assert handle.started == float(process_start_time(pid) or -1)
+    # Dated by the boot clock just before the spawn, not read from /proc.
+    real = process_start_time(pid)
+    assert handle.started is not None and real is not None
+    assert 0 <= real - math.floor(handle.started) <= 100
     await runner.kill(handle, grace=0.5)
     with trio.fail_after(5):
         await runner.wait(handle)
@@ -216,6 +220,23 @@ async def test_reused_pid_is_lost_and_not_killed() -> None:
         assert (await runner.wait(handle)).status == "lost"
         await runner.kill(handle, grace=0.5)
         assert proc.returncode is None
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def test_a_handle_dated_just_before_the_spawn_is_the_same_process() -> None:
+    # What a restarted server checks before it adopts a job: the process
+    # started in the tick of the handle's date or within the slack after it.
+    proc = await trio.lowlevel.open_process(["sleep", "30"], start_new_session=True)
+    try:
+        real = process_start_time(proc.pid)
+        assert real is not None
+        runner = LocalRunner()
+        assert runner._same_process(adopted(proc, started=real - 0.5))
+        assert runner._same_process(adopted(proc, started=real + 0.7))  # same tick
+        assert not runner._same_process(adopted(proc, started=real + 1.2))  # dated after it
+        assert not runner._same_process(adopted(proc, started=real - 250.0))  # long before
     finally:
         proc.kill()
         await proc.wait()
