@@ -183,14 +183,20 @@ async def test_shutdown_submits_nothing_and_restart_rescans(harness: Harness) ->
     assert harness.started == ["/chain/f/t0"]
 
 
-async def test_complete_expression_completes_without_running(harness: Harness) -> None:
-    flow = Flow("ce")
+def skip_flow(name: str) -> tuple[Flow, Task, Task]:
+    """Task b runs after a, unless a sets its event skip (b's complete expression)."""
+    flow = Flow(name)
     fam = flow.add_family("f")
     a = fam.add_task("a")
     a.add_event("skip")
     b = fam.add_task("b")
     b.add_trigger("a == complete")
     b.add_complete("a:skip")
+    return flow, a, b
+
+
+async def test_complete_expression_completes_without_running(harness: Harness) -> None:
+    flow, a, b = skip_flow("ce")
     harness.bunch.add_flow(flow)
     await harness.apply(ops.begin, flow)
     await harness.apply(ops.init, a)
@@ -202,13 +208,7 @@ async def test_complete_expression_completes_without_running(harness: Harness) -
 async def test_a_freed_complete_expression_completes_the_node(harness: Harness) -> None:
     # As in ecFlow: free-dep --all frees the complete expression too, which
     # then holds; the trigger freed with it does not start the task first.
-    flow = Flow("fc")
-    fam = flow.add_family("f")
-    a = fam.add_task("a")
-    a.add_event("skip")
-    b = fam.add_task("b")
-    b.add_trigger("a == complete")
-    b.add_complete("a:skip")
+    flow, a, b = skip_flow("fc")
     harness.bunch.add_flow(flow)
     await harness.apply(ops.begin, flow)
     await harness.apply(ops.init, a)
@@ -216,7 +216,8 @@ async def test_a_freed_complete_expression_completes_the_node(harness: Harness) 
     assert b.status is NodeStatus.complete
     assert "/fc/f/b" not in harness.started
     await harness.apply(ops.requeue, b)  # requeue clears the latch
-    assert b.status is NodeStatus.queued and not b.complete_expr.freed
+    assert b.status is NodeStatus.queued
+    assert b.complete_expr is not None and not b.complete_expr.freed
 
 
 async def test_abort_with_tries_left_is_resubmitted(harness: Harness) -> None:
