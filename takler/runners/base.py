@@ -49,8 +49,9 @@ class JobHandle:
     Attributes:
         runner: the runner's name: ``"local"``, ``"slurm"`` or ``"command"``.
         rid: the pid, the Slurm job id, or the id the command runner parsed.
-        started: local jobs only: the process start time (clock ticks since
-            boot) that tells the job from a later process with the same pid.
+        started: local jobs only: when the process started, in clock ticks
+            since boot (read just before the spawn), which tells the job from
+            a later process with the same pid.
         extra: strings a runner needs to adopt or kill the job later.
     """
 

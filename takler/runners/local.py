@@ -2,8 +2,9 @@
 
 A job's process group is its own (``start_new_session``), so the job outlives
 the server and a kill reaches the whole group. A handle carries the pid and
-the process start time from ``/proc``, which lets a later server adopt the job
-and tell it from an unrelated process that reused the pid.
+when the process started (the boot clock, read just before the spawn), which
+lets a later server adopt the job and, against ``/proc``, tell it from an
+unrelated process that reused the pid.
 """
 
 from __future__ import annotations
