@@ -57,6 +57,9 @@ class ServiceConfig:
     max_head_size: int = 16384
     outbox_size: int = 64
     send_timeout: float = 60.0  # a peer that takes longer to accept one message is dropped
+    #: least time between two deltas of one subscription: what comes meanwhile
+    #: merges into the next (a live view redraws at most this often anyway)
+    delta_interval: float = 0.01
 
 
 class DispatcherLike(Protocol):

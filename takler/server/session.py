@@ -251,6 +251,7 @@ class Session:
 
     async def _forward(self, sub: Subscription, scope: trio.CancelScope, token: str | None) -> None:
         closed = {"v": 1, "type": "closed", "subscription": sub.id}
+        interval = self.config.delta_interval
         with scope:
             try:
                 async for message in sub:
@@ -264,6 +265,9 @@ class Session:
                         await self._send(encode({**closed, "reason": "server error"}))
                         return
                     await self._send(text)
+                    if interval > 0:
+                        # Changes published meanwhile merge into one delta.
+                        await trio.sleep(interval)
             finally:
                 sub.close()
                 self.subs.pop(sub.id, None)

@@ -230,6 +230,26 @@ async def test_slow_subscriber_is_closed_too_slow() -> None:
         assert (await ask(ws, req(2, "ping")))["ok"]
 
 
+async def test_deltas_come_at_most_every_delta_interval() -> None:
+    # Real time (a mock clock would jump over the interval while the bytes
+    # are in flight): a quarter of a second in all.
+    service, _, hub = make_service(delta_interval=0.2)
+    async with ws_session(service, READ_TOKEN) as ws:
+        assert (await ask(ws, req(1, "subscribe", path="/f")))["ok"]
+        assert json.loads(await ws.get_message())["type"] == "snapshot"
+        hub.publish([Change("/f/fam/t1", ChangeKind.meter, "m", 0, 1)], "running")
+        first = json.loads(await ws.get_message())
+        sent = trio.current_time()
+        hub.publish([Change("/f/fam/t1", ChangeKind.meter, "m", 1, 2)], "running")
+        await trio.sleep(0.05)  # with no interval, this one would go out alone
+        hub.publish([Change("/f/fam/t1", ChangeKind.meter, "m", 2, 3)], "running")
+        second = json.loads(await ws.get_message())
+        assert trio.current_time() - sent >= 0.15
+        assert [c["new"] for c in first["changes"]] == [1]
+        assert [c["new"] for c in second["changes"]] == [2, 3]
+        assert second["seq"] == first["seq"] + 1
+
+
 async def test_idle_connection_is_closed(autojump_clock: trio.testing.MockClock) -> None:
     service, _, _ = make_service(idle_timeout=30)
     async with ws_session(service) as ws:
@@ -243,7 +263,8 @@ async def test_idle_connection_is_closed(autojump_clock: trio.testing.MockClock)
 
 
 async def test_peer_that_reads_nothing_is_dropped(autojump_clock: trio.testing.MockClock) -> None:
-    service, _, hub = make_service(send_timeout=20, outbox_size=1, max_buffer=2)
+    # Every delta sent at once (no interval to merge them), into a full queue.
+    service, _, hub = make_service(send_timeout=20, outbox_size=1, max_buffer=2, delta_interval=0)
     async with ws_session(service, READ_TOKEN, lockstep=True) as ws:
         assert (await ask(ws, req(1, "subscribe")))["ok"]
         for i in range(50):
