@@ -230,24 +230,32 @@ async def test_slow_subscriber_is_closed_too_slow() -> None:
         assert (await ask(ws, req(2, "ping")))["ok"]
 
 
-async def test_deltas_come_at_most_every_delta_interval() -> None:
-    # Real time (a mock clock would jump over the interval while the bytes
-    # are in flight): a quarter of a second in all.
+async def test_deltas_come_at_most_every_delta_interval(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # A clock that moves only when told: the forwarder's wait lasts until the jump.
     service, _, hub = make_service(delta_interval=0.2)
     async with ws_session(service, READ_TOKEN) as ws:
-        assert (await ask(ws, req(1, "subscribe", path="/f")))["ok"]
-        assert json.loads(await ws.get_message())["type"] == "snapshot"
-        hub.publish([Change("/f/fam/t1", ChangeKind.meter, "m", 0, 1)], "running")
-        first = json.loads(await ws.get_message())
-        sent = trio.current_time()
-        hub.publish([Change("/f/fam/t1", ChangeKind.meter, "m", 1, 2)], "running")
-        await trio.sleep(0.05)  # with no interval, this one would go out alone
-        hub.publish([Change("/f/fam/t1", ChangeKind.meter, "m", 2, 3)], "running")
-        second = json.loads(await ws.get_message())
-        assert trio.current_time() - sent >= 0.15
-        assert [c["new"] for c in first["changes"]] == [1]
-        assert [c["new"] for c in second["changes"]] == [2, 3]
-        assert second["seq"] == first["seq"] + 1
+        try:
+            assert (await ask(ws, req(1, "subscribe", path="/f")))["ok"]
+            assert json.loads(await ws.get_message())["type"] == "snapshot"
+            (sub,) = hub._subs.values()
+            mock_clock.jump(0.2)  # the interval after the snapshot
+            hub.publish([Change("/f/fam/t1", ChangeKind.meter, "m", 0, 1)], "running")
+            first = json.loads(await ws.get_message())
+            hub.publish([Change("/f/fam/t1", ChangeKind.meter, "m", 1, 2)], "running")
+            await trio.testing.wait_all_tasks_blocked()  # with no interval, it would go out alone
+            hub.publish([Change("/f/fam/t1", ChangeKind.meter, "m", 2, 3)], "running")
+            await trio.testing.wait_all_tasks_blocked()
+            assert sub.pending() == 1  # one delta, held for the interval
+            mock_clock.jump(0.2)
+            second = json.loads(await ws.get_message())
+            assert [c["new"] for c in first["changes"]] == [1]
+            assert [c["new"] for c in second["changes"]] == [2, 3]
+            assert second["seq"] == first["seq"] + 1
+        finally:
+            # A failure leaves the connection open: let its idle timeout end it.
+            mock_clock.autojump_threshold = 0
 
 
 async def test_idle_connection_is_closed(autojump_clock: trio.testing.MockClock) -> None:
