@@ -185,6 +185,9 @@ async def test_restart_restores_every_state_and_readopts_running_jobs(tmp_path: 
             await wait_for(
                 second, lambda: task(second, "/s/run/submitted").status is NodeStatus.aborted
             )
+            # `complete` comes before the job's process ends: its row is
+            # closed once the watcher sees the end.
+            await wait_for(second, lambda: "/s/run/active" not in second.jobs.watches)
             history = await client.call("history", path="/s/run/active")
         assert "killed" in (task(second, "/s/run/submitted").reason or "")
     [row] = history
