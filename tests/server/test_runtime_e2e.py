@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -366,3 +368,19 @@ async def test_a_stopped_server_gives_logging_back(tmp_path: Path) -> None:
         server.stop_now()
     assert (logger.propagate, logger.level, list(logger.handlers)) == before
     assert "server stopped" in (tmp_path / "home" / "takler.log").read_text()
+
+
+def test_tune_gc_frees_young_garbage_and_freezes_what_lives() -> None:
+    # Process-wide, so in a process of its own.
+    code = (
+        "import gc, weakref\n"
+        "from takler.server.server import GC_THRESHOLD, tune_gc\n"
+        "class C: pass\n"
+        "a = C(); a.me = a; gone = weakref.ref(a); del a\n"
+        "tune_gc()\n"
+        "assert gone() is None, 'young cyclic garbage was frozen'\n"
+        "assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] == GC_THRESHOLD\n"
+        "print('tuned')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "tuned\n", done.stderr
