@@ -183,12 +183,14 @@ class Service:
             head: RequestHead | None = None
             is_child = False
             timeout = self.config.handshake_timeout
-            # The head, then the body, each within handshake_timeout.
-            with trio.CancelScope(deadline=trio.current_time() + timeout) as timer:
-                with self.idle_scope() as idle:
-                    head = await self._read_head(stream)
-                if idle.cancelled_caught or head is None:
+            # The head, then the body, each within handshake_timeout. One scope
+            # for both: while it waits for the head, stop() cancels it too.
+            with self.idle_scope() as timer:
+                timer.deadline = trio.current_time() + timeout
+                head = await self._read_head(stream)
+                if head is None:
                     return
+                self._idle_scopes.discard(timer)
                 timer.deadline = trio.current_time() + timeout
                 is_child = head.method == "POST" and head.path == "/child"
                 if head.is_websocket():
@@ -196,7 +198,8 @@ class Service:
                 elif is_child:
                     body = await self._read_body(stream, head)
             if timer.cancelled_caught:
-                log.debug("connection gave no complete request in time")
+                if not self.stopping:
+                    log.debug("connection gave no complete request in time")
                 return
             assert head is not None
             if is_child:
