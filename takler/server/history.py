@@ -153,3 +153,18 @@ class HistoryStore(StoreBase):
         except sqlite3.Error as e:
             raise StoreError(f"cannot read history from {self.path}: {e}") from e
         return [dict(zip(_HISTORY_FIELDS, row, strict=True)) for row in reversed(rows)]
+
+    def open_history(self) -> list[tuple[str, int, str | None]]:
+        """(path, tryno, rid) of every record with no end, oldest first: jobs
+        still running, or that ended while no server watched them.
+
+        Raises:
+            StoreError: the database cannot be read.
+        """
+        try:
+            rows = self._conn.execute(
+                "SELECT path, tryno, rid FROM history WHERE ended_at IS NULL ORDER BY id"
+            ).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read history from {self.path}: {e}") from e
+        return [(path, tryno, rid) for path, tryno, rid in rows]

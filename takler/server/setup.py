@@ -157,6 +157,34 @@ def _save_restored(server: TaklerServer) -> None:
     server.store.put_kv(SERVER_STATE, server.state.value)
 
 
+def _close_lost_history(server: TaklerServer, open_rows: list[tuple[str, int, str | None]]) -> None:
+    """Close the job records left open by a server that stopped abruptly.
+
+    A job's end is written with the next commit after it is seen, at most
+    ``FLUSH_DELAY`` later; a server killed in between leaves the record open.
+    Only the record of a task's current job, still running, stays open: that
+    job is adopted and its end recorded when it comes. Any other ended while no
+    server watched it, when its task completed or aborted (the current try),
+    or by now (an earlier one).
+    """
+    from takler.core.node import Task
+    from takler.core.status import RUNNING
+
+    now = server.now()
+    for path, tryno, rid in open_rows:
+        node = server.bunch.get_node(path)
+        task = node if isinstance(node, Task) and node.tryno == tryno else None
+        if task is not None and task.rid not in (None, rid):
+            task = None  # the same try number, of a run since requeued
+        if task is not None and task.status in RUNNING:
+            continue
+        ended = task.state_since if task is not None and task.state_since else now
+        server.note_history(
+            "update", path, tryno, rid, ended_at=ended, exit="lost",
+            reason="ended while no server watched it",
+        )  # fmt: skip
+
+
 def _adopt_bunch(server: TaklerServer, bunch: Bunch) -> None:
     """Replace the bunch with a restored one.
 
@@ -212,6 +240,8 @@ async def open_parts(server: TaklerServer) -> None:
         _adopt_bunch(server, restored)
     if server.restore is not None and server.store is not None:
         await trio.to_thread.run_sync(_save_restored, server)
+    if server.store is not None:
+        _close_lost_history(server, await trio.to_thread.run_sync(server.store.open_history))
     await _bind(server)
     bunch = server.bunch
     bunch.now = server.now()

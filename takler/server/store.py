@@ -15,7 +15,10 @@ only after :meth:`Store.save` (or :meth:`Store.write`) returned. Tables:
   ``server.<name>`` from server changes, and whatever the server puts there;
 * ``history``: one row per job: path, tryno, runner, rid, submitted_at,
   started_at, ended_at, exit (how it ended: ``exited``, ``failed``...), code
-  (its exit code) and reason.
+  (its exit code) and reason. Index ``history_open`` holds the rows not
+  ended yet, which each start reads (a row a killed server left open is
+  closed then, ``lost``); it is made at open where missing, with no schema
+  change.
 
 Schema versions: 2 is current. Schema 1 also kept the server state under the
 key ``server_state``, written in a transaction of its own; schema 2 keeps it

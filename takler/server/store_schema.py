@@ -38,6 +38,11 @@ CREATE TABLE history (
 CREATE INDEX history_path ON history (path, tryno);
 """
 
+#: records not ended yet, read at each start: kept small by the index's condition
+_OPEN_HISTORY_INDEX = (
+    "CREATE INDEX IF NOT EXISTS history_open ON history (id) WHERE ended_at IS NULL"
+)
+
 #: version -> statements that turn a store of that version into the next one
 _UPGRADES: dict[int, tuple[str, ...]] = {
     1: (
@@ -132,7 +137,7 @@ class StoreBase:
             if read_only:
                 raise StoreError(f"{self.path} holds no takler store")
             with self._write("create the store"):
-                for statement in _SCHEMA.split(";"):
+                for statement in (*_SCHEMA.split(";"), _OPEN_HISTORY_INDEX):
                     if statement.strip():
                         conn.execute(statement)
             return
@@ -160,6 +165,17 @@ class StoreBase:
                     else f"{self.path} has store schema {version}, which this takler cannot upgrade"
                 )
             self._upgrade(version)
+        if not read_only and not self._has_index("history_open"):
+            # Added without a schema change: older takler reads the store as before.
+            with self._write("index the open job records"):
+                conn.execute(_OPEN_HISTORY_INDEX)
+
+    def _has_index(self, name: str) -> bool:
+        try:
+            query = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?"
+            return self._conn.execute(query, (name,)).fetchone() is not None
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read {self.path}: {e}") from e
 
     def _check_intact(self) -> None:
         """Refuse a damaged database at open rather than at the first read of the

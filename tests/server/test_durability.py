@@ -259,6 +259,37 @@ async def test_history_records_every_try_with_start_end_and_exit(tmp_path: Path)
     assert first["rid"] != second["rid"]
 
 
+async def test_records_left_open_by_a_killed_server_are_closed_at_restart(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    flow = base_flow(tmp_path, "k")
+    flow.set_parameter("TAKLER_TRIES", 2)
+    flow.add_task("t").add_parameter(
+        "TAKLER_SCRIPT",
+        script(tmp_path, "t", 'if [ "{{ TAKLER_TRYNO }}" = 1 ]; then exit 4; fi'),
+    )
+    async with running(home) as first:
+        first.add_flows([flow], begin=True)
+        await wait_for(first, lambda: task(first, "/k/t").status is NodeStatus.complete)
+        completed_at = task(first, "/k/t").state_since
+    assert completed_at is not None
+    # What a server killed between seeing the jobs end and its next commit leaves.
+    conn = sqlite3.connect(home / "takler.db")
+    with conn:
+        conn.execute("UPDATE history SET ended_at = NULL, exit = NULL, code = NULL, reason = NULL")
+    conn.close()
+    async with running(home) as second:
+        restarted_at = second.now()
+        rows = await second.store_call(second.store.history, "/k")
+        assert await second.store_call(second.store.open_history) == []
+    earlier, last = rows
+    assert (earlier["tryno"], last["tryno"]) == (1, 2)
+    assert all(r["exit"] == "lost" and "no server watched" in r["reason"] for r in rows)
+    # The current try ended when its task completed; the earlier one by the restart.
+    assert last["ended_at"] == completed_at.isoformat()
+    assert earlier["ended_at"] <= restarted_at.isoformat()
+    assert earlier["ended_at"] > completed_at.isoformat()
+
+
 # ---------------------------------------------------------------- checkpoint and restore
 
 

@@ -204,6 +204,23 @@ def test_history_round_trip(store: Store, tmp_path: Path) -> None:
         assert [r["path"] for r in fresh.history("/f/g0/t0")] == ["/f/g0/t0"] * 2
 
 
+def test_open_records_are_read_through_their_index(store: Store, tmp_path: Path) -> None:
+    store.add_history("/f/a", 1, "local", rid="1")
+    store.add_history("/f/b", 1, "local", rid="2")
+    store.update_history("/f/a", 1, ended_at=NOW, exit="exited", code=0)
+    store.add_history("/f/a", 2, "local", rid="3")
+    assert store.open_history() == [("/f/b", 1, "2"), ("/f/a", 2, "3")]
+    plan = store._conn.execute(
+        "EXPLAIN QUERY PLAN SELECT path, tryno, rid FROM history WHERE ended_at IS NULL ORDER BY id"
+    ).fetchall()
+    assert "history_open" in str(plan)
+    # A store made before the index gets it at its next open.
+    store._conn.execute("DROP INDEX history_open")
+    with Store.open(tmp_path) as again:
+        assert again._has_index("history_open")
+        assert again.open_history() == [("/f/b", 1, "2"), ("/f/a", 2, "3")]
+
+
 def test_corrupt_file_is_refused_and_kept(tmp_path: Path) -> None:
     path = tmp_path / DB_NAME
     junk = b"this is not a database, it is a shopping list\n" * 100
