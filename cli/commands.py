@@ -54,6 +54,10 @@ class AlterKind(enum.StrEnum):
     complete = "complete"
 
 
+#: what `alter add` and `alter delete` take besides variables
+_ATTRIBUTES = (AlterKind.event, AlterKind.meter, AlterKind.label)
+
+
 class Role(enum.StrEnum):
     operator = "operator"
     read = "read"
@@ -223,7 +227,13 @@ def register(app: typer.Typer) -> None:
             if name is None:
                 raise CliExit(EXIT_USAGE, f"takler alter: give the {kind.value} name")
             args["name"] = name
-            if action is not AlterAction.delete:
+            if action is AlterAction.add and kind in _ATTRIBUTES:
+                # event: its initial value (clear); meter: 'MIN MAX [THRESHOLD]'; label: its text
+                if value is None and kind is AlterKind.meter:
+                    raise CliExit(EXIT_USAGE, f"takler alter: give the range of {name}: 'MIN MAX'")
+                if value is not None:
+                    args["value"] = value
+            elif action is not AlterAction.delete:
                 if value is None and kind is not AlterKind.event:
                     raise CliExit(EXIT_USAGE, f"takler alter: give the new value of {name}")
                 args["value"] = _typed(kind, value)

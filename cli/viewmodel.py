@@ -180,8 +180,26 @@ class ViewModel:
             node.meters[str(change.get("name"))][0] = int(new or 0)
         elif kind == "flag":
             self._set_flag(node, str(change.get("name")), bool(new), now)
+        elif kind == "attribute":
+            self._set_attribute(node, str(change.get("name")), new, change.get("old"))
         elif kind == "submission" and isinstance(new, Mapping) and new.get("reason"):
             self.set_reason(path, str(new["reason"]))
+
+    @staticmethod
+    def _set_attribute(node: VNode, name: str, new: Any, old: Any) -> None:
+        """A label or meter added (``new``: its data) or deleted (``old``)."""
+        data = new if isinstance(new, Mapping) else old
+        what = data.get("kind") if isinstance(data, Mapping) else None
+        if what == "label":
+            if new is None:
+                node.labels.pop(name, None)
+            else:
+                node.labels[name] = str(new.get("value", ""))
+        elif what == "meter":
+            if new is None:
+                node.meters.pop(name, None)
+            else:
+                node.meters[name] = [int(new.get("value") or 0), int(new.get("maximum") or 0)]
 
     def set_reason(self, path: str, reason: str) -> None:
         """Record why a task aborted (the view asks the server when a delta lacks it)."""

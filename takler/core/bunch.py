@@ -359,11 +359,23 @@ class Bunch:
         for key in self._limit_keys.pop(node, ()):
             _unlink(self._limit_users, key, node)
 
+    def attribute_users(self, node: Node, name: str) -> set[Node]:
+        """Nodes whose trigger or complete expression reads ``node``'s ``name``
+        (an event, by name or number, a meter, a repeat or a variable)."""
+        return _users(self._deps, (node.node_path, name))
+
     def dependents(self, change: Change) -> set[Node]:
         """Nodes whose trigger or complete expression ``change`` can affect."""
         kind = change.kind
         if kind is ChangeKind.status:
             return _users(self._deps, change.path)
+        if kind is ChangeKind.attribute:
+            data = change.new if change.new is not None else change.old
+            out = _users(self._deps, (change.path, change.name or ""))
+            number = data.get("number") if isinstance(data, dict) else None
+            if number is not None:
+                out |= _users(self._deps, (change.path, str(number)))
+            return out
         if kind in (ChangeKind.event, ChangeKind.meter, ChangeKind.repeat):
             out = _users(self._deps, (change.path, change.name or ""))
             if kind is ChangeKind.event:

@@ -28,6 +28,7 @@ class ChangeKind(enum.Enum):
     node_added = "node_added"  # new: path
     node_deleted = "node_deleted"  # old: path
     begun = "begun"  # new: bool (flows)
+    attribute = "attribute"  # name: event, meter or label; old/new: its data or None (added/deleted)
     server = "server"  # name: "state"; old/new: server state
 
 

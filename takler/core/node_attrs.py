@@ -57,6 +57,17 @@ def _with(table: Mapping[str, _T], name: str, item: _T) -> dict[str, _T]:
     return own
 
 
+def _attribute_data(attr: Event | Meter | Label) -> dict[str, Any]:
+    """An event, meter or label as data, as an ``attribute`` change carries it."""
+    if isinstance(attr, Event):
+        return {"kind": "event", "name": attr.name, "number": attr.number,
+                "initial": attr.initial, "value": attr.value}  # fmt: skip
+    if isinstance(attr, Meter):
+        return {"kind": "meter", "name": attr.name, "minimum": attr.minimum,
+                "maximum": attr.maximum, "threshold": attr.threshold, "value": attr.value}  # fmt: skip
+    return {"kind": "label", "name": attr.name, "default": attr.default, "value": attr.value}
+
+
 def _appended(items: Sequence[_T], item: _T) -> list[_T]:
     own = items if isinstance(items, list) else []
     own.append(item)
@@ -166,6 +177,7 @@ class NodeAttributes:
             raise DuplicateNameError(f"{self.node_path}: event number {number} already exists")
         event = Event(name=name, number=number, initial=bool(initial), value=bool(initial))
         self.events = _with(self.events, name, event)
+        self._attribute_added(name, _attribute_data(event))
         return event
 
     def add_meter(
@@ -181,6 +193,7 @@ class NodeAttributes:
             raise InvalidValueError(f"meter {name}: threshold {threshold} outside the range")
         meter = Meter(name=name, minimum=minimum, maximum=maximum, threshold=threshold, value=minimum)
         self.meters = _with(self.meters, name, meter)
+        self._attribute_added(name, _attribute_data(meter))
         return meter
 
     def add_label(self, name: str, text: str = "") -> Label:
@@ -188,7 +201,50 @@ class NodeAttributes:
         self._check_free_attr(name)
         label = Label(name=name, default=str(text), value=str(text))
         self.labels = _with(self.labels, name, label)
+        self._attribute_added(name, _attribute_data(label))
         return label
+
+    def _attribute_added(self, name: str, data: dict[str, Any]) -> None:
+        # A node being built records nothing; on an attached one, the flow's
+        # definition changed: the store writes it again, subscribers learn it.
+        if self.bunch is not None:
+            self._commit([Change(self.node_path, ChangeKind.attribute, name, None, data)])
+
+    def delete_attribute(self, kind: str, name: str) -> list[Change]:
+        """Delete an event, meter or label (ecFlow ``alter delete``).
+
+        Raises:
+            AttributeNotFoundError: no such attribute here.
+            InvalidValueError: an unknown kind, or a trigger or complete
+                expression reads it (change that first).
+        """
+        found: Event | Meter | Label
+        if kind == "event":
+            found = self.find_event(name)
+        elif kind == "meter":
+            found = self.find_meter(name)
+        elif kind == "label":
+            found = self.find_label(name)
+        else:
+            raise InvalidValueError(f"can delete an event, meter or label, not a {kind!r}")
+        bunch = self.bunch
+        if bunch is not None and kind != "label":
+            keys = [found.name]
+            if isinstance(found, Event) and found.number is not None:
+                keys.append(str(found.number))
+            me: Node = self  # type: ignore[assignment]
+            users = sorted(u.node_path for key in keys for u in bunch.attribute_users(me, key))
+            if users:
+                raise InvalidValueError(
+                    f"{self.node_path}: {kind} {found.name} is read by the expressions of"
+                    f" {', '.join(users[:3])}{' ...' if len(users) > 3 else ''}; change those first"
+                )
+        data = _attribute_data(found)
+        table = {"event": "events", "meter": "meters", "label": "labels"}[kind]
+        own = dict(getattr(self, table))
+        del own[found.name]
+        setattr(self, table, own)
+        return self._commit([Change(self.node_path, ChangeKind.attribute, found.name, data, None)])
 
     def add_limit(self, name: str, maximum: int) -> Limit:
         check_name(name, "limit name")

@@ -20,6 +20,38 @@ def _int(value: Any, what: str) -> int:
         raise InvalidValueError(f"{what} must be an integer, not {value!r}") from None
 
 
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lower() not in ("clear", "0", "false", "")
+    return bool(value)
+
+
+def _add_attribute(node: Node, kind: str, name: str, value: Any) -> None:
+    """Add an event (``value``: its initial value), a meter (``value``: "MIN MAX
+    [THRESHOLD]", a list, or an object with minimum, maximum, threshold) or a
+    label (``value``: its text)."""
+    if kind == "event":
+        node.add_event(int(name) if name.isdigit() else name, initial=_flag(value))
+    elif kind == "meter":
+        bounds: Any
+        if isinstance(value, dict):
+            bounds = [value.get("minimum"), value.get("maximum")]
+            if value.get("threshold") is not None:
+                bounds.append(value["threshold"])
+        else:
+            bounds = value.split() if isinstance(value, str) else value
+        if not isinstance(bounds, list | tuple) or len(bounds) not in (2, 3):
+            raise InvalidValueError(
+                f"alter add meter {name}: value must be 'MIN MAX' or 'MIN MAX THRESHOLD'"
+            )
+        numbers = [_int(v, f"meter {name} bounds") for v in bounds]
+        node.add_meter(name, *numbers)
+    else:
+        if isinstance(value, dict | list):
+            raise InvalidValueError(f"alter add label {name}: value must be its text")
+        node.add_label(name, "" if value is None else str(value))
+
+
 def alter(bunch: Bunch, node: Node, args: dict[str, Any]) -> None:
     """Apply one ``alter`` request to ``node``.
 
@@ -56,14 +88,18 @@ def alter(bunch: Bunch, node: Node, args: dict[str, Any]) -> None:
                 raise InvalidValueError(f"alter variable {name}: value must be a string or number")
             node.set_parameter(name, value)
         return
+    if action == "delete" and kind != "limit":
+        node.delete_attribute(kind, name)
+        return
+    if action == "add" and kind != "limit":
+        _add_attribute(node, kind, name, value)
+        return
     if action != "change":
-        raise InvalidValueError(f"alter {kind}: only change is supported (define {kind}s in the flow)")
+        raise InvalidValueError("alter limit: only change is supported (define limits in the flow)")
     if kind == "meter":
         node.set_meter(name, _int(value, f"meter {name}"))
     elif kind == "event":
-        if isinstance(value, str):
-            value = value.lower() not in ("clear", "0", "false", "")
-        node.set_event(name, bool(value))
+        node.set_event(name, _flag(value))
     elif kind == "label":
         node.set_label(name, "" if value is None else str(value))
     elif kind == "limit":

@@ -36,6 +36,11 @@ from takler.core.status import QUIET, RUNNING, NodeStatus
 
 _QUEUED = NodeStatus.queued.value
 _RUNNING = frozenset(s.value for s in RUNNING)
+#: changes to what expressions read, besides states and limits
+_READ_BY_EXPRESSIONS = frozenset(
+    {ChangeKind.event, ChangeKind.meter, ChangeKind.repeat, ChangeKind.variable,
+     ChangeKind.attribute}
+)  # fmt: skip
 
 
 def unlatched_times(node: Node) -> list[tuple[Node, Any]]:
@@ -133,7 +138,7 @@ class Scheduler:
                     self._watch_late(change.path)
                 for node in bunch.dependents(change):
                     add(node)
-            elif kind in (ChangeKind.event, ChangeKind.meter, ChangeKind.repeat, ChangeKind.variable):
+            elif kind in _READ_BY_EXPRESSIONS:
                 for node in bunch.dependents(change):
                     add(node)
             elif kind is ChangeKind.limit:

@@ -71,7 +71,8 @@ SERVER_STATE = "server.state"
 
 #: Changes to a flow's definition: the flow is written again whole.
 _STRUCTURAL = frozenset(
-    {ChangeKind.node_added, ChangeKind.node_deleted, ChangeKind.trigger, ChangeKind.variable}
+    {ChangeKind.node_added, ChangeKind.node_deleted, ChangeKind.trigger, ChangeKind.variable,
+     ChangeKind.attribute}
 )
 
 

@@ -125,6 +125,27 @@ def test_serve_the_seed_then_begin_runs_t1_to_complete(
     assert proc.wait(timeout=15) == 0
 
 
+def test_alter_adds_and_deletes_attributes_from_the_command_line(
+    seed_server: tuple[Path, int, subprocess.Popen[bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["alter", "add", "meter", "/test/t1", "progress", "0 10 5"]) == 0
+    assert main(["alter", "add", "label", "/test/t1", "note", "first run"]) == 0
+    assert main(["alter", "add", "event", "/test/t1", "ready"]) == 0
+    assert "added event ready on /test/t1" in capsys.readouterr().out
+    shown = show_json(capsys, "/test/t1")
+    assert shown["meters"] == [
+        {"name": "progress", "minimum": 0, "maximum": 10, "threshold": 5, "value": 0}
+    ]
+    assert [(lb["name"], lb["value"]) for lb in shown["labels"]] == [("note", "first run")]
+    assert [(e["name"], e["value"]) for e in shown["events"]] == [("ready", False)]
+    assert main(["alter", "add", "meter", "/test/t1", "broken"]) != 0
+    assert "MIN MAX" in capsys.readouterr().err
+    assert main(["alter", "delete", "meter", "/test/t1", "progress"]) == 0
+    assert main(["alter", "delete", "label", "/test/t1", "nothing"]) != 0
+    assert "no label nothing" in capsys.readouterr().err
+    assert "meters" not in show_json(capsys, "/test/t1")
+
+
 def test_the_seed_runs_as_written_under_asyncio(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

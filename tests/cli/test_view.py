@@ -264,6 +264,22 @@ def test_nodes_added_and_deleted() -> None:
     assert [e.kind for e in model.events][-1] == "deleted"
 
 
+def test_labels_and_meters_added_and_deleted_are_shown() -> None:
+    model = model_of(bunch(family("f", [task("a", "active")], "active", "flow")))
+    label = {"kind": "label", "name": "note", "default": "", "value": "hello"}
+    meter = {"kind": "meter", "name": "step", "minimum": 0, "maximum": 9, "threshold": None,
+             "value": 3}  # fmt: skip
+    for name, data in (("note", label), ("step", meter)):
+        model.apply_change({"path": "/f/a", "kind": "attribute", "name": name, "new": data}, NOW)
+    node = model.nodes["/f/a"]
+    assert node.labels == {"note": "hello"} and node.meters == {"step": [3, 9]}
+    text, _ = draw(render(model, NOW))
+    assert "hello" in text
+    model.apply_change({"path": "/f/a", "kind": "attribute", "name": "note", "old": label}, NOW)
+    model.apply_change({"path": "/f/a", "kind": "attribute", "name": "step", "old": meter}, NOW)
+    assert node.labels == {} and node.meters == {}
+
+
 def test_progress_bar_counts_complete_tasks() -> None:
     flow = family(
         "f", [task("a", "complete"), task("b", "complete"), task("c", "active")], "active", "flow"

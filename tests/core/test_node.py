@@ -490,6 +490,38 @@ def test_building_an_attached_tree_journals_additions():
     assert bunch.drain() == []
 
 
+def test_attributes_added_to_or_deleted_from_an_attached_node_are_journaled():
+    flow = Flow("s")
+    t = flow.add_task("t")
+    t.add_event("ready", number=3)
+    flow.add_task("w").add_trigger("t:3")  # reads the event by its number
+    bunch = attached(flow)
+    label = t.add_label("note", "hi")
+    assert bunch.drain() == [
+        Change("/s/t", ChangeKind.attribute, "note", None,
+               {"kind": "label", "name": "note", "default": "hi", "value": "hi"}),
+    ]  # fmt: skip
+    t.add_meter("m", 0, 9, 4)
+    assert [(c.name, c.new["kind"], c.new["threshold"]) for c in bunch.drain()] == [("m", "meter", 4)]
+    with pytest.raises(InvalidValueError, match="read by the expressions of /s/w"):
+        t.delete_attribute("event", "ready")
+    with pytest.raises(AttributeNotFoundError):
+        t.delete_attribute("meter", "nothing")
+    with pytest.raises(InvalidValueError, match="not a 'limit'"):
+        t.delete_attribute("limit", "m")
+    assert bunch.drain() == [] and "ready" in t.events
+    t.delete_attribute("label", "note")
+    assert "note" not in t.labels and label.name == "note"
+    assert bunch.drain() == [
+        Change("/s/t", ChangeKind.attribute, "note",
+               {"kind": "label", "name": "note", "default": "hi", "value": "hi"}, None),
+    ]  # fmt: skip
+    flow.find_node("w").replace_expression("trigger", None)
+    bunch.drain()
+    t.delete_attribute("event", "3")  # by number, as the trigger named it
+    assert t.events == {} and bunch.drain()[0].old["number"] == 3
+
+
 def test_delete_flow_forgets_it():
     bunch = Bunch(now=NOW)
     flow = bunch.add_flow(Flow("s"))

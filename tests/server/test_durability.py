@@ -23,6 +23,7 @@ from takler.client.client import RemoteError, open_client
 from takler.core import Bunch, Flow, NodeStatus, ops
 from takler.core.change import ChangeKind
 from takler.core.node import Task
+from takler.protocol import Delta, Snapshot
 from takler.server import TaklerServer
 from takler.server.jobs import new_password
 from takler.server.scheduler import Scheduler, note_time_resets
@@ -288,6 +289,58 @@ async def test_records_left_open_by_a_killed_server_are_closed_at_restart(tmp_pa
     assert last["ended_at"] == completed_at.isoformat()
     assert earlier["ended_at"] <= restarted_at.isoformat()
     assert earlier["ended_at"] > completed_at.isoformat()
+
+
+async def test_attributes_added_and_deleted_by_alter_are_told_and_kept(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    flow = base_flow(tmp_path, "a")
+    t = flow.add_task("t")
+    t.add_event("read")
+    t.add_meter("gone", 0, 5)
+    flow.add_task("w").add_trigger("t:read")
+    alters = [
+        {"action": "add", "kind": "label", "name": "note", "value": "hello"},
+        {"action": "add", "kind": "meter", "name": "m", "value": "0 10 5"},
+        {"action": "add", "kind": "event", "name": "e", "value": "set"},
+        {"action": "delete", "kind": "meter", "name": "gone"},
+    ]
+    async with running(home) as first:
+        first.add_flows([flow])
+        async with open_client("127.0.0.1", first.port, token=first.token) as client:
+            async with client.subscribe("/a") as sub:
+                assert isinstance(await sub.__anext__(), Snapshot)
+                for args in alters:
+                    await client.call("alter", path="/a/t", **args)
+                with pytest.raises(RemoteError) as info:
+                    await client.call("alter", path="/a/t", action="delete", kind="event", name="read")
+                assert "/a/w" in info.value.message  # its trigger reads the event
+                with pytest.raises(RemoteError) as info:
+                    await client.call("alter", path="/a/t", action="add", kind="label", name="note")
+                assert info.value.code == "duplicate"
+                with pytest.raises(RemoteError) as info:
+                    await client.call(
+                        "alter", path="/a/t", action="add", kind="meter", name="x", value="9 1"
+                    )
+                assert "above maximum" in info.value.message
+                told: list[dict[str, Any]] = []
+                with trio.fail_after(WAIT_LIMIT):
+                    while len(told) < len(alters):
+                        message = await sub.__anext__()
+                        assert isinstance(message, Delta)
+                        told += [c for c in message.changes if c["kind"] == "attribute"]
+    assert [(c["name"], (c["new"] or c["old"])["kind"], c["new"] is None) for c in told] == [
+        ("note", "label", False), ("m", "meter", False), ("e", "event", False),
+        ("gone", "meter", True),
+    ]  # fmt: skip
+    assert told[1]["new"]["threshold"] == 5 and told[2]["new"]["value"] is True
+    async with running(home) as second:
+        kept = task(second, "/a/t")
+        assert kept.labels["note"].value == "hello"
+        assert (kept.meters["m"].minimum, kept.meters["m"].maximum, kept.meters["m"].threshold) == (
+            0, 10, 5,
+        )  # fmt: skip
+        assert kept.events["e"].value is True and "read" in kept.events
+        assert "gone" not in kept.meters
 
 
 # ---------------------------------------------------------------- checkpoint and restore
