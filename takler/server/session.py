@@ -9,7 +9,6 @@ and a cancelled sender never leaves half a frame behind.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -94,6 +93,11 @@ class Session:
         self._nursery: trio.Nursery | None = None
         self._outbox: trio.MemorySendChannel[str | None] | None = None
         self._writer: _Writer | None = None
+        #: around the read loop; in the service's idle scopes (cancelled by
+        #: stop()) only while it waits for a message
+        self._reading = trio.CancelScope()
+        #: when the read loop last began to wait for a message
+        self._waiting_since = trio.current_time()
 
     def busy(self) -> bool:
         """Subscriptions and held waits keep an otherwise silent connection open."""
@@ -105,9 +109,10 @@ class Session:
         close: tuple[int, str] | None = None
         async with trio.open_nursery() as nursery:
             self._nursery, self._outbox = nursery, send
-            writer = _Writer(self.ws, self.stream, nursery.cancel_scope, self.config.send_timeout)
+            writer = _Writer(self.ws, self.stream, nursery.cancel_scope)
             self._writer = writer
             nursery.start_soon(writer.run, receive)
+            nursery.start_soon(self._watchdog)
             try:
                 close = await self._read_loop()
                 if close is not None:
@@ -139,23 +144,60 @@ class Session:
         await self._outbox.send(text)
 
     async def _read_loop(self) -> tuple[int, str] | None:
-        """Answer requests until the peer closes (``None``), goes idle or we stop."""
-        while not self.service.stopping:
-            message: str | bytes | None = None
-            with self.service.idle_scope() as idle:
-                idle.deadline = trio.current_time() + (
-                    math.inf if self.busy() else self.config.idle_timeout
-                )
+        """Answer requests until the peer closes (``None``), goes idle or we stop.
+
+        One cancel scope for the session's life, not one per message (with a
+        deadline, the most costly part of a ping after the sockets): stop()
+        cancels it while it waits for a message, :meth:`_watchdog` when it has
+        waited ``idle_timeout``.
+        """
+        idle = self.service._idle_scopes
+        reading = self._reading
+        with reading:
+            while not self.service.stopping:
+                self._waiting_since = trio.current_time()
+                idle.add(reading)
                 try:
                     message = await self.ws.get_message()
                 except trio_websocket.ConnectionClosed:
                     return None
-            if message is None:
-                if self.service.stopping:
+                finally:
+                    idle.discard(reading)
+                if reading.cancel_called:
+                    # Cancelled just as the message came: answer it, then end.
+                    with trio.CancelScope(shield=True):
+                        await self._on_message(message)
                     break
-                return 1000, "idle timeout"
-            await self._on_message(message)
+                await self._on_message(message)
+        if reading.cancel_called and not self.service.stopping:
+            return 1000, "idle timeout"
         return 1001, "server shutdown"
+
+    async def _watchdog(self) -> None:
+        """End the session when it waits for a message ``idle_timeout`` (unless
+        busy), or when one message takes ``send_timeout`` to send: a peer that
+        reads nothing. Sleeps until the next such moment, not per message."""
+        idle_timeout, send_timeout = self.config.idle_timeout, self.config.send_timeout
+        writer = self._writer
+        assert writer is not None
+        while True:
+            now = trio.current_time()
+            since = writer.since
+            if since is not None and now >= since + send_timeout:
+                log.info("dropping a connection that accepts no data")
+                writer.session.cancel()  # the stuck send first: half a frame went out
+                await trio.aclose_forcefully(self.stream)
+                return
+            wake = now + send_timeout if since is None else since + send_timeout
+            if self._reading in self.service._idle_scopes:  # waiting for a message
+                idle_at = self._waiting_since + idle_timeout
+                if now >= idle_at:
+                    if not self.busy():
+                        self._reading.cancel()
+                        return
+                    idle_at = now + idle_timeout  # subscriptions or waits: look again then
+                wake = min(wake, idle_at)
+            await trio.sleep_until(wake)
 
     async def _on_message(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
@@ -285,12 +327,14 @@ class _Writer:
     ws: trio_websocket.WebSocketConnection
     stream: trio.abc.Stream
     session: trio.CancelScope
-    send_timeout: float
     finished: trio.Event = attrs.Factory(trio.Event)
     #: messages queued for :meth:`run` and not yet sent
     pending: int = 0
     #: a message is being sent
     sending: bool = False
+    #: when the message being sent began to go out (the session's watchdog
+    #: drops a peer that takes ``send_timeout`` to take it)
+    since: float | None = None
 
     async def run(self, outbox: trio.MemoryReceiveChannel[str | None]) -> None:
         """Send until ``None`` (then return) or a failure (then end the session)."""
@@ -309,18 +353,14 @@ class _Writer:
 
     async def _send(self, text: str) -> bool:
         self.sending = True
+        self.since = trio.current_time()
         try:
-            with trio.move_on_after(self.send_timeout) as scope:
-                await self.ws.send_message(text)
-            if scope.cancelled_caught:
-                # Half a frame went out: nothing more can be said on this stream.
-                log.info("dropping a connection that accepts no data")
-                await trio.aclose_forcefully(self.stream)
-            else:
-                return True
+            await self.ws.send_message(text)
+            return True
         except trio_websocket.ConnectionClosed:
             pass
         finally:
             self.sending = False
+            self.since = None
         self.session.cancel()
         return False

@@ -270,6 +270,25 @@ async def test_idle_connection_is_closed(autojump_clock: trio.testing.MockClock)
         assert trio.current_time() - before == pytest.approx(30)
 
 
+async def test_a_subscribed_connection_outlives_the_idle_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    service, _, _ = make_service(idle_timeout=30)
+    async with ws_session(service, READ_TOKEN) as ws:
+        reply = await ask(ws, req(1, "subscribe"))
+        assert reply["ok"] and json.loads(await ws.get_message())["type"] == "snapshot"
+        await trio.sleep(100)  # nothing said, but a subscription to serve
+        assert service.connections == 1
+        unsubscribe = req(2, "unsubscribe", subscription=reply["result"]["subscription"])
+        assert (await ask(ws, unsubscribe))["ok"]
+        before = trio.current_time()
+        with pytest.raises(trio_websocket.ConnectionClosed) as info:
+            while True:
+                await ws.get_message()  # the subscription's closed message, then the close
+        assert info.value.reason is not None and info.value.reason.reason == "idle timeout"
+        assert trio.current_time() - before == pytest.approx(30)
+
+
 async def test_peer_that_reads_nothing_is_dropped(autojump_clock: trio.testing.MockClock) -> None:
     # Every delta sent at once (no interval to merge them), into a full queue.
     service, _, hub = make_service(send_timeout=20, outbox_size=1, max_buffer=2, delta_interval=0)
