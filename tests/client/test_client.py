@@ -146,8 +146,11 @@ async def test_no_reply_in_time(autojump_clock: trio.testing.MockClock) -> None:
 
     dispatcher.execute = stuck  # type: ignore[method-assign]
     async with connect(service, timeout=3.0) as client:
-        with pytest.raises(UnreachableError, match="no reply"):
+        await trio.sleep(10)  # the connection idle meanwhile
+        before = trio.current_time()
+        with pytest.raises(UnreachableError, match="no reply to show within 3 s"):
             await client.call("show")
+        assert trio.current_time() - before == pytest.approx(3.0)
 
 
 async def test_unreachable_port() -> None:
