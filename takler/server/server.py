@@ -338,10 +338,11 @@ class TaklerServer:
     async def store_call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking store call in a worker thread, one at a time.
 
-        Job history noted for the next commit is written first, so a read
+        Job history noted for the next commit is written first, and so is
+        every batch a commit has queued behind a write under way, so a read
         sees every job's end (:class:`~takler.server.jobs.Jobs` lets an end
         record wait for a commit to carry it)."""
-        if self._history:
+        if self._history or self._queued:
             await self.commit()
         assert self._store_lock is not None
         async with self._store_lock:

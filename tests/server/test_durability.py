@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -258,6 +259,38 @@ async def test_history_records_every_try_with_start_end_and_exit(tmp_path: Path)
     assert first["exit"] == "failed" and first["code"] == 4 and "code 4" in first["reason"]
     assert second["exit"] == "exited" and second["code"] == 0
     assert first["rid"] != second["rid"]
+
+
+async def test_a_history_read_waits_for_records_queued_behind_a_write(tmp_path: Path) -> None:
+    # A record a commit has queued while another commit's write is under way
+    # was not yet in the store when the write ended and a read took the lock.
+    async with running(tmp_path / "home") as server:
+        store = server.store
+        real_write, release = store.write, threading.Event()
+
+        def slow_write(batches: Any) -> None:
+            release.wait(WAIT_LIMIT)
+            real_write(batches)
+
+        store.write = slow_write  # type: ignore[method-assign]
+        rows: list[dict[str, Any]] = []
+
+        async def read() -> None:
+            rows.extend(await server.store_call(store.history, "/x"))
+
+        now = server.now()
+        async with trio.open_nursery() as nursery:
+            server.note_history("add", "/x/t", 1, "42", runner="local", submitted_at=now)
+            nursery.start_soon(server.commit)  # its write waits for the release
+            await trio.testing.wait_all_tasks_blocked()
+            server.note_history("update", "/x/t", 1, "42", ended_at=now, exit="exited")
+            nursery.start_soon(server.commit)  # queued behind the write
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+    [row] = rows
+    assert row["exit"] == "exited" and row["ended_at"] == now.isoformat()
 
 
 async def test_records_left_open_by_a_killed_server_are_closed_at_restart(tmp_path: Path) -> None:
