@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import secrets
 import shlex
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,6 +35,10 @@ log = logging.getLogger("takler.jobs")
 _UNTOLD = frozenset({"timeout", "node_fail", "cancelled", "killed"})
 #: longest a kill waits for a submission in progress to give the job's id (s)
 _SUBMIT_WAIT = 60.0
+#: ecFlow's default ECF_JOB_CMD: run the job in the background, as the local runner does
+_BACKGROUND_JOB_CMD = re.compile(
+    r"\s*%(?:ECF|TAKLER)_JOB%\s*1?>\s*%(?:ECF|TAKLER)_JOBOUT%\s*2>&1\s*&?\s*"
+)
 #: seconds a job's end record may wait for another commit to carry it
 FLUSH_DELAY = 0.05
 
@@ -169,6 +174,8 @@ class Jobs:
         self._live: collections.Counter[str] = collections.Counter()
         self._nursery: trio.Nursery | None = None
         self._flushing = False
+        #: flows told that the local runner does not run their job command
+        self._told_job_cmd: set[str] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -267,6 +274,8 @@ class Jobs:
             from takler.runners.base import SubmitError
 
             raise SubmitError(f"unknown runner {runner_name!r} (TAKLER_RUNNER)")
+        if runner_name == "local":
+            self._tell_unused_job_cmd(task, variables)
         text, job_file, job_out = render_task(task, variables, self._bin_dir)
         # Written here, not in a worker thread: the script and its includes were
         # just read here too, and a thread hop per job (wake-ups and the GIL
@@ -292,6 +301,23 @@ class Jobs:
         await self._save()
         log.info("%s: submitted try %d (%s %s)", task.node_path, watch.tryno, handle.runner, handle.rid)
         return handle
+
+    def _tell_unused_job_cmd(self, task: Task, variables: Mapping[str, str]) -> None:
+        """Warn, once a flow, that a job command (a .def's ECF_JOB_CMD: ssh,
+        qsub, a site wrapper...) is not run by the local runner, unless it is
+        ecFlow's default, which does what the local runner does."""
+        command = variables.get("TAKLER_JOB_CMD") or variables.get("ECF_JOB_CMD")
+        if not command or _BACKGROUND_JOB_CMD.fullmatch(command):
+            return
+        flow = task.node_path.split("/", 2)[1]
+        if flow in self._told_job_cmd:
+            return
+        self._told_job_cmd.add(flow)
+        log.warning(
+            "%s: job command %r not run: the local runner starts jobs itself;"
+            " set TAKLER_RUNNER to 'command' to submit with it (docs/ecflow.md)",
+            task.node_path, command[:200],
+        )  # fmt: skip
 
     async def _adopted(self, task: Task, watch: JobWatch) -> None:
         try:

@@ -203,6 +203,27 @@ async def test_a_job_file_is_rewritten_in_place_unless_its_job_still_runs(  # ty
     await wait_for(served, lambda: t.status is NodeStatus.complete)
 
 
+async def test_a_job_command_the_local_runner_does_not_run_is_told_once(  # type: ignore[no-untyped-def]
+    tmp_path: Path, served: TaklerServer, client
+) -> None:
+    flow = base_flow(tmp_path, "jc")
+    flow.add_parameter("TAKLER_SCRIPT", script(tmp_path, "jc", "true"))
+    flow.add_parameter("TAKLER_JOB_CMD", "ssh elsewhere %ECF_JOB%")
+    flow.add_task("t1")
+    flow.add_task("t2")
+    quiet = base_flow(tmp_path, "bg")  # ecFlow's default: what the local runner does
+    quiet.add_parameter("TAKLER_SCRIPT", script(tmp_path, "bg", "true"))
+    quiet.add_parameter("ECF_JOB_CMD", "%ECF_JOB% 1> %ECF_JOBOUT% 2>&1 &")
+    quiet.add_task("t")
+    served.add_flows([flow, quiet])
+    await client.call("begin", path="/jc")
+    await client.call("begin", path="/bg")
+    await wait_for(served, lambda: (flow.state, quiet.state) == (NodeStatus.complete,) * 2)
+    log = (tmp_path / "home" / "takler.log").read_text()
+    assert log.count("not run: the local runner starts jobs itself") == 1
+    assert "'ssh elsewhere %ECF_JOB%'" in log and "TAKLER_RUNNER" in log
+
+
 async def test_abort_is_retried_until_tries_are_spent(
     tmp_path: Path, served: TaklerServer, client
 ) -> None:  # type: ignore[no-untyped-def]
