@@ -50,6 +50,7 @@ class AlterKind(enum.StrEnum):
     event = "event"
     label = "label"
     limit = "limit"
+    repeat = "repeat"
     trigger = "trigger"
     complete = "complete"
 
@@ -218,7 +219,15 @@ def register(app: typer.Typer) -> None:
         value: Annotated[str | None, typer.Argument(help="New value.")] = None,
     ) -> None:
         args: dict[str, Any] = {"path": absolute(path), "action": action.value, "kind": kind.value}
-        if kind in (AlterKind.trigger, AlterKind.complete):
+        if kind is AlterKind.repeat:
+            # alter change repeat PATH VALUE, or PATH NAME VALUE
+            if name is None:
+                raise CliExit(EXIT_USAGE, "takler alter: give the repeat's new value")
+            if value is None:
+                args["value"] = name
+            else:
+                args["name"], args["value"] = name, value
+        elif kind in (AlterKind.trigger, AlterKind.complete):
             if action is not AlterAction.delete:
                 if name is None:
                     raise CliExit(EXIT_USAGE, f"takler alter: give the {kind.value} expression")

@@ -401,6 +401,22 @@ class NodeAttributes:
         self.repeat = repeat
         return repeat
 
+    def set_repeat_value(self, text: str) -> list[Change]:
+        """Make ``text`` the repeat's current value (ecFlow ``alter change repeat``).
+
+        Raises:
+            AttributeNotFoundError: the node has no repeat.
+            RepeatError: ``text`` is not one of its values.
+        """
+        repeat = self.repeat
+        if repeat is None:
+            raise AttributeNotFoundError(f"{self.node_path}: no repeat")
+        old, was_expired = repeat.index, repeat.expired
+        repeat.set_value(str(text))
+        if repeat.index == old and not was_expired:
+            return []
+        return self._commit([Change(self.node_path, ChangeKind.repeat, repeat.name, old, repeat.index)])
+
     def _add_time(self, keyword: str, spec: Any) -> Any:
         from takler.core.timeattr import parse_time_attr
 

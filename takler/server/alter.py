@@ -8,7 +8,7 @@ from takler.core.bunch import Bunch
 from takler.core.errors import InvalidValueError
 from takler.core.node import Node
 
-_KINDS = ("variable", "meter", "event", "label", "limit", "trigger", "complete")
+_KINDS = ("variable", "meter", "event", "label", "limit", "repeat", "trigger", "complete")
 
 
 def _int(value: Any, what: str) -> int:
@@ -75,6 +75,15 @@ def alter(bunch: Bunch, node: Node, args: dict[str, Any]) -> None:
             if not isinstance(value, str):
                 raise InvalidValueError(f"alter {kind}: value must be an expression")
             node.replace_expression(kind, value)
+        return
+    if kind == "repeat":
+        if action != "change":
+            raise InvalidValueError("alter repeat: only change is supported (define repeats in the flow)")
+        if value is None or isinstance(value, dict | list | bool):
+            raise InvalidValueError("alter repeat: value must be one of the repeat's values")
+        if name is not None and node.repeat is not None and name != node.repeat.name:
+            raise InvalidValueError(f"{node.node_path}: its repeat is {node.repeat.name}, not {name}")
+        node.set_repeat_value(str(value))
         return
     if not isinstance(name, str) or not name:
         raise InvalidValueError(f"alter {kind}: a name is needed")

@@ -144,6 +144,8 @@ def test_alter_adds_and_deletes_attributes_from_the_command_line(
     assert main(["alter", "delete", "label", "/test/t1", "nothing"]) != 0
     assert "no label nothing" in capsys.readouterr().err
     assert "meters" not in show_json(capsys, "/test/t1")
+    assert main(["alter", "change", "repeat", "/test/t1", "5"]) == 1
+    assert "/test/t1: no repeat" in capsys.readouterr().err
 
 
 def test_the_seed_runs_as_written_under_asyncio(

@@ -522,6 +522,21 @@ def test_attributes_added_to_or_deleted_from_an_attached_node_are_journaled():
     assert t.events == {} and bunch.drain()[0].old["number"] == 3
 
 
+def test_a_repeat_set_to_one_of_its_values_is_journaled():
+    flow = Flow("s")
+    fam = flow.add_family("f")
+    fam.add_repeat("integer N 0 20 5")
+    bunch = attached(flow)
+    assert fam.set_repeat_value("15") == [Change("/s/f", ChangeKind.repeat, "N", 0, 3)]
+    assert fam.repeat.value == 15 and bunch.drain()[-1].new == 3
+    assert fam.set_repeat_value("15") == []  # already there
+    with pytest.raises(RepeatError):
+        fam.set_repeat_value("7")
+    with pytest.raises(AttributeNotFoundError):
+        flow.set_repeat_value("1")
+    assert fam.repeat.value == 15
+
+
 def test_delete_flow_forgets_it():
     bunch = Bunch(now=NOW)
     flow = bunch.add_flow(Flow("s"))

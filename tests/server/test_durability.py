@@ -376,6 +376,34 @@ async def test_attributes_added_and_deleted_by_alter_are_told_and_kept(tmp_path:
         assert "gone" not in kept.meters
 
 
+async def test_alter_change_repeat_moves_it_wakes_its_readers_and_is_kept(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    flow = base_flow(tmp_path, "r")
+    fam = flow.add_family("f")
+    fam.add_repeat("date YMD 20240101 20240110 1")
+    fam.add_task("held").add_parameter("TAKLER_SCRIPT", script(tmp_path, "held", "true"))
+    after = flow.add_task("after")
+    after.add_trigger("f:YMD >= 20240105")
+    after.add_parameter("TAKLER_SCRIPT", script(tmp_path, "after", "true"))
+    async with running(home) as first:
+        first.add_flows([flow])
+        async with open_client("127.0.0.1", first.port, token=first.token) as client:
+            await client.call("suspend", path="/r/f/held")
+            await client.call("begin", path="/r")
+            with pytest.raises(RemoteError) as info:
+                await client.call("alter", path="/r/f", kind="repeat", value="20240200")
+            assert info.value.code == "bad_repeat"
+            with pytest.raises(RemoteError) as info:
+                await client.call("alter", path="/r/after", kind="repeat", value="1")
+            assert "no repeat" in info.value.message
+            assert after.status is NodeStatus.queued
+            await client.call("alter", path="/r/f", kind="repeat", value="20240105")
+            await wait_for(first, lambda: after.status is NodeStatus.complete)
+    async with running(home) as second:
+        repeat = second.bunch.find_node("/r/f").repeat
+        assert repeat is not None and repeat.value == 20240105
+
+
 # ---------------------------------------------------------------- checkpoint and restore
 
 
