@@ -136,7 +136,7 @@ class Session:
     async def _send(self, text: str) -> None:
         assert self._outbox is not None and self._writer is not None
         writer = self._writer
-        if not self.subs and writer.pending == 0 and not writer.sending:
+        if not self.subs and writer.pending == 0 and writer.since is None:
             # Nothing else is being sent on this connection: skip the hop to the writer.
             await writer.send(text)
             return
@@ -330,10 +330,8 @@ class _Writer:
     finished: trio.Event = attrs.Factory(trio.Event)
     #: messages queued for :meth:`run` and not yet sent
     pending: int = 0
-    #: a message is being sent
-    sending: bool = False
-    #: when the message being sent began to go out (the session's watchdog
-    #: drops a peer that takes ``send_timeout`` to take it)
+    #: when the message being sent began to go out, None while none is (the
+    #: session's watchdog drops a peer that takes ``send_timeout`` to take it)
     since: float | None = None
 
     async def run(self, outbox: trio.MemoryReceiveChannel[str | None]) -> None:
@@ -352,7 +350,6 @@ class _Writer:
             await trio.lowlevel.checkpoint()  # the session's scope is cancelled: raises
 
     async def _send(self, text: str) -> bool:
-        self.sending = True
         self.since = trio.current_time()
         try:
             await self.ws.send_message(text)
@@ -360,7 +357,6 @@ class _Writer:
         except trio_websocket.ConnectionClosed:
             pass
         finally:
-            self.sending = False
             self.since = None
         self.session.cancel()
         return False
