@@ -359,11 +359,6 @@ class Bunch:
         for key in self._limit_keys.pop(node, ()):
             _unlink(self._limit_users, key, node)
 
-    def attribute_users(self, node: Node, name: str) -> set[Node]:
-        """Nodes whose trigger or complete expression reads ``node``'s ``name``
-        (an event, by name or number, a meter, a repeat or a variable)."""
-        return _users(self._deps, (node.node_path, name))
-
     def dependents(self, change: Change) -> set[Node]:
         """Nodes whose trigger or complete expression ``change`` can affect."""
         kind = change.kind

@@ -227,24 +227,21 @@ class NodeAttributes:
             found = self.find_label(name)
         else:
             raise InvalidValueError(f"can delete an event, meter or label, not a {kind!r}")
+        change = Change(self.node_path, ChangeKind.attribute, found.name, _attribute_data(found), None)
         bunch = self.bunch
-        if bunch is not None and kind != "label":
-            keys = [found.name]
-            if isinstance(found, Event) and found.number is not None:
-                keys.append(str(found.number))
-            me: Node = self  # type: ignore[assignment]
-            users = sorted(u.node_path for key in keys for u in bunch.attribute_users(me, key))
+        if bunch is not None and kind != "label":  # no expression reads a label
+            # Those the deletion would wake are those that read it (by name or number).
+            users = sorted(u.node_path for u in bunch.dependents(change))
             if users:
                 raise InvalidValueError(
                     f"{self.node_path}: {kind} {found.name} is read by the expressions of"
                     f" {', '.join(users[:3])}{' ...' if len(users) > 3 else ''}; change those first"
                 )
-        data = _attribute_data(found)
         table = {"event": "events", "meter": "meters", "label": "labels"}[kind]
         own = dict(getattr(self, table))
         del own[found.name]
         setattr(self, table, own)
-        return self._commit([Change(self.node_path, ChangeKind.attribute, found.name, data, None)])
+        return self._commit([change])
 
     def add_limit(self, name: str, maximum: int) -> Limit:
         check_name(name, "limit name")
